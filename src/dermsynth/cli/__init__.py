@@ -1,0 +1,73 @@
+"""The ``dermsynth`` command line: parse, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dermsynth import __version__
+from dermsynth.cli import data as data_cli
+from dermsynth.errors import DermsynthError
+
+app = typer.Typer(
+    name="dermsynth",
+    help=(
+        "Find where a dermatology classifier fails on under-represented skin types, generate "
+        "targeted synthetic images, select them, retrain, and measure whether it helped."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data_cli.app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dermsynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """dermsynth: fair dermatology classifiers through targeted synthetic augmentation."""
+
+
+@app.command()
+def demo(
+    out: str = typer.Option("dermsynth-demo", "--out", help="Folder for the demo's run."),
+) -> None:
+    """Run the whole protocol on simulated data and write a report (coming with the study runner)."""
+    raise DermsynthError(
+        "the demo is not available yet in this version: it lands with the study runner. "
+        f"Meanwhile try `dermsynth data simulate --out {out}` and `dermsynth data summary`."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a user mistake prints one line and exits with code 2."""
+    from typer import _click
+
+    try:
+        code = app(args=argv, prog_name="dermsynth", standalone_mode=False)
+    except DermsynthError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except _click.exceptions.NoArgsIsHelpError as exc:
+        typer.echo(exc.format_message(), err=True)
+        sys.exit(0)
+    except _click.exceptions.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"error: {exc.format_message()}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted; re-run the same command to resume", err=True)
+        sys.exit(130)
+    # Outside standalone mode, typer.Exit (e.g. from --version) comes back as a return value.
+    sys.exit(code if isinstance(code, int) else 0)

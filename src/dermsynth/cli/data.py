@@ -1,0 +1,229 @@
+"""``dermsynth data ...``: sample sizes, splits and seeds, image fetching, dedup, simulated data."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from dermsynth.cli.common import CSV, FST_COLUMN, ID_COLUMN, IMAGES, LABEL_COLUMN, PATH_COLUMN, read_table
+from dermsynth.errors import DermsynthError
+
+app = typer.Typer(help="Datasets: sample sizes, splits and seeds, images, near-duplicates, simulated data.",
+                  no_args_is_help=True)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def summary(
+    csv: Path = CSV,
+    conditions: str | None = typer.Option(
+        None, "--conditions", help="Comma-separated conditions, in the order to show (default: all)."
+    ),
+    fst_column: str | None = FST_COLUMN,
+    id_column: str | None = ID_COLUMN,
+    label_column: str | None = LABEL_COLUMN,
+    path_column: str | None = PATH_COLUMN,
+    fmt: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    rank_extremes: int | None = typer.Option(
+        None, "--rank-extremes", min=1,
+        help="Instead: rank all conditions by the smaller of their FST I-II and V-VI counts; show the top K.",
+    ),
+) -> None:
+    """Sample sizes by skin type x condition (the paper's Table 1)."""
+    from dermsynth.data import summary as summ
+    from dermsynth.data.manifest import parse_conditions, resolve_conditions
+
+    manifest = read_table(csv, fst_column, id_column, label_column, path_column, None)
+    if rank_extremes is not None:
+        ranked = summ.rank_extremes(manifest, rank_extremes)
+        _print_frame(ranked, fmt, index=False)
+        return
+    names = parse_conditions(conditions)
+    if names is not None:
+        names = resolve_conditions(names, manifest["label"].unique())
+    table = summ.fst_table(manifest, names)
+    shown = [c for c in table.columns if c != "total"]
+    unknown = summ.unknown_fst_counts(manifest, shown)
+    n_unknown = sum(unknown.values())
+    note = (
+        f"{n_unknown} image(s) of unknown FST (-1) left out of the counts"
+        f" ({manifest.attrs.get('fst_column', 'fst')})"
+    )
+    if fmt is Format.json:
+        payload = {
+            "fst_column": manifest.attrs.get("fst_column"),
+            "counts": {fst: row.to_dict() for fst, row in table.iterrows()},
+            "unknown_fst": unknown,
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    _print_frame(table, fmt, index=True)
+    typer.echo(note, err=fmt is Format.csv)
+
+
+def _print_frame(frame, fmt: Format, *, index: bool) -> None:  # type: ignore[no-untyped-def]
+    if fmt is Format.csv:
+        typer.echo(frame.to_csv(index=index, lineterminator="\n"), nl=False)
+    elif fmt is Format.json:
+        typer.echo(frame.to_json(orient="records", indent=2))
+    else:
+        typer.echo(frame.to_string(index=index))
+
+
+@app.command()
+def plan(
+    csv: Path = CSV,
+    conditions: str = typer.Option(..., "--conditions", help="Comma-separated conditions of the classifier."),
+    train_fst: str = typer.Option(..., "--train-fst", help="Training skin types, e.g. 1,2."),
+    test_fst: list[str] = typer.Option(..., "--test-fst", help="A test group, e.g. 3,4; repeat for more."),
+    augment: list[str] = typer.Option(
+        [], "--augment", help="A condition to draw seed images for; repeat for more."
+    ),
+    seed_fst: str | None = typer.Option(
+        None, "--seed-fst", help="Where seeds come from (default: the extreme opposite --train-fst)."
+    ),
+    seeds_per_condition: int = typer.Option(8, "--seeds-per-condition", min=1),
+    random_seed: int = typer.Option(0, "--random-seed"),
+    fst_column: str | None = FST_COLUMN,
+    id_column: str | None = ID_COLUMN,
+    label_column: str | None = LABEL_COLUMN,
+    path_column: str | None = PATH_COLUMN,
+    images: Path | None = IMAGES,
+    dedup_threshold: int = typer.Option(
+        4, "--dedup-threshold", min=0,
+        help="Perceptual-hash distance under which images count as near-duplicates (where images exist).",
+    ),
+    out: Path = typer.Option(..., "--out", help="Where to write the plan (CSV)."),
+) -> None:
+    """Split one direction into train / seed / test and draw the seed images."""
+    from dermsynth.data.manifest import parse_conditions, write_manifest
+    from dermsynth.data.splits import Direction, plan_splits
+
+    manifest = read_table(csv, fst_column, id_column, label_column, path_column, images)
+    direction = Direction.build(train_fst, test_fst, seed_fst)
+    names = parse_conditions(conditions) or []
+    groups = _near_duplicates_where_images_exist(manifest, names, dedup_threshold)
+    result = plan_splits(
+        manifest, names, direction, augment,
+        seeds_per_condition=seeds_per_condition, random_seed=random_seed,
+        near_duplicate_groups=groups,
+    )
+    write_manifest(result, out)
+    counts = result.groupby(["split", "test_group"]).size()
+    parts = [f"{split}{'[' + grp + ']' if grp else ''}={n}" for (split, grp), n in counts.items()]
+    typer.echo(f"wrote {out}: {len(result)} images ({', '.join(parts)})")
+    removed = result.attrs.get("leakage_removed", [])
+    if removed:
+        typer.echo(f"left out {len(removed)} test image(s) near-identical to a train or seed image")
+
+
+def _near_duplicates_where_images_exist(manifest, conditions, threshold):  # type: ignore[no-untyped-def]
+    from dermsynth.data.dedup import hash_images, near_duplicate_groups
+    from dermsynth.data.manifest import resolve_conditions
+
+    names = resolve_conditions(conditions, manifest["label"].unique())
+    rows = manifest[manifest["label"].isin(names)]
+    present = rows[rows["path"].map(lambda p: bool(p) and Path(p).is_file())]
+    if present.empty:
+        typer.echo("no images found on disk: near-duplicate leakage check skipped", err=True)
+        return None
+    hashes = hash_images(present)
+    return near_duplicate_groups(hashes, threshold=threshold)
+
+
+@app.command()
+def fetch(
+    csv: Path = CSV,
+    out: Path = typer.Option(..., "--out", help="Image folder; files are <image_id>.jpg."),
+    fst_column: str | None = FST_COLUMN,
+    id_column: str | None = ID_COLUMN,
+    label_column: str | None = LABEL_COLUMN,
+    path_column: str | None = PATH_COLUMN,
+    url_column: str = typer.Option("url", "--url-column", help="Column holding each image's URL."),
+    workers: int = typer.Option(8, "--workers", min=1, max=64, help="Concurrent downloads."),
+    retries: int = typer.Option(3, "--retries", min=0, help="Retries per image, with backoff."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds per request."),
+    min_size: int = typer.Option(64, "--min-size", min=1, help="Smallest accepted side, in pixels."),
+    report: Path | None = typer.Option(None, "--report", help="Report CSV (default OUT/fetch_report.csv)."),
+) -> None:
+    """Download every image's URL into OUT/<id>.jpg: concurrent, resumable, validated."""
+    from dermsynth.data.fetch import fetch_images
+    from dermsynth.io import atomic_write_csv
+
+    manifest = read_table(csv, fst_column, id_column, label_column, path_column, None)
+    if url_column not in manifest.columns:
+        raise DermsynthError(f"{csv}: no {url_column!r} column to download from (--url-column)")
+    result = fetch_images(
+        manifest, out, url_column=url_column, workers=workers, retries=retries,
+        timeout=timeout, min_size=min_size,
+    )
+    report_path = report or out / "fetch_report.csv"
+    atomic_write_csv(report_path, result)
+    counts = result["status"].value_counts()
+    typer.echo(
+        f"fetched {counts.get('fetched', 0)}, skipped {counts.get('skipped', 0)} (already there), "
+        f"failed {counts.get('failed', 0)}; report: {report_path}"
+    )
+
+
+@app.command()
+def dedup(
+    csv: Path = CSV,
+    plan_csv: Path | None = typer.Option(
+        None, "--plan", help="A plan from `data plan`: report groups that cross train/seed/test."
+    ),
+    threshold: int = typer.Option(4, "--threshold", min=0, help="Largest perceptual-hash distance of near-duplicates."),
+    fst_column: str | None = FST_COLUMN,
+    id_column: str | None = ID_COLUMN,
+    label_column: str | None = LABEL_COLUMN,
+    path_column: str | None = PATH_COLUMN,
+    images: Path | None = IMAGES,
+    out: Path = typer.Option(..., "--out", help="Report CSV of near-duplicate groups."),
+) -> None:
+    """Find near-duplicate images (perceptual hashes) and groups that leak across splits."""
+    from dermsynth.data.dedup import cross_split_groups, hash_images, near_duplicate_groups
+    from dermsynth.data.manifest import load_manifest
+    from dermsynth.io import atomic_write_csv
+
+    manifest = read_table(csv, fst_column, id_column, label_column, path_column, images)
+    hashes = hash_images(manifest)
+    groups = near_duplicate_groups(hashes, threshold=threshold)
+    atomic_write_csv(out, groups)
+    n_groups = groups["group"].nunique() if not groups.empty else 0
+    typer.echo(f"{n_groups} near-duplicate group(s) among {len(hashes)} hashed image(s); report: {out}")
+    if plan_csv is not None:
+        planned = load_manifest(plan_csv)
+        crossing = cross_split_groups(planned, groups)
+        cross_out = out.with_name(out.stem + "_cross_split.csv")
+        atomic_write_csv(cross_out, crossing)
+        n_cross = crossing["group"].nunique() if not crossing.empty else 0
+        typer.echo(f"{n_cross} group(s) cross train/seed/test lines of {plan_csv}; report: {cross_out}")
+
+
+@app.command()
+def simulate(
+    out: Path = typer.Option(..., "--out", help="Folder for images/ and the CSV."),
+    scale: float = typer.Option(
+        0.25, "--scale", min=0.001, max=10.0, help="Multiplier on the paper's Table 1 counts."
+    ),
+    random_seed: int = typer.Option(0, "--random-seed"),
+    image_size: int = typer.Option(
+        512, "--image-size", min=64, max=2048, help="Longer side of the images, in pixels."
+    ),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes (0: one per core)."),
+) -> None:
+    """Make a simulated dataset in the Fitzpatrick 17k schema (deterministic, resumable)."""
+    from dermsynth.data.simulate import simulate_dataset
+
+    csv_path = simulate_dataset(
+        out, scale=scale, random_seed=random_seed, image_size=image_size, workers=workers
+    )
+    typer.echo(f"wrote {csv_path}")

@@ -1,0 +1,44 @@
+"""Shared test fixtures: run the real CLI entry point in-process; find the real F17k table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dermsynth.cli import main
+
+SHARED_F17K = Path(__file__).resolve().parents[2] / "shared" / "data" / "fitzpatrick17k.csv"
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Call ``dermsynth ARGS...`` through its console entry point; return code and output."""
+
+    def _run(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return _run
+
+
+@pytest.fixture(scope="session")
+def f17k_csv() -> Path:
+    """The real Fitzpatrick 17k table from ../shared/data; skipped where it is absent."""
+    if not SHARED_F17K.exists():
+        pytest.skip(f"the Fitzpatrick 17k table is not at {SHARED_F17K} (shared/ not beside the clone)")
+    return SHARED_F17K
