@@ -8,6 +8,9 @@ import typer
 
 from dermsynth import __version__
 from dermsynth.cli import data as data_cli
+from dermsynth.cli import evaluate as evaluate_cli
+from dermsynth.cli import generate as generate_cli
+from dermsynth.cli import train as train_cli
 from dermsynth.errors import DermsynthError
 
 app = typer.Typer(
@@ -21,6 +24,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data_cli.app, name="data")
+train_cli.register(app)
+evaluate_cli.register(app)
+generate_cli.register(app)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,9 @@
+"""``dermsynth train ...``: commands of the train stage (heavy imports stay inside the commands)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's commands to the root app."""
