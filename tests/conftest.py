@@ -42,3 +42,18 @@ def f17k_csv() -> Path:
     if not SHARED_F17K.exists():
         pytest.skip(f"the Fitzpatrick 17k table is not at {SHARED_F17K} (shared/ not beside the clone)")
     return SHARED_F17K
+
+
+F17K_HEADER = (
+    "md5hash,fitzpatrick_scale,fitzpatrick_centaur,label,nine_partition_label,"
+    "three_partition_label,qc,url,url_alphanum"
+)
+
+
+def write_f17k_csv(path: Path, rows: list[tuple[str, int | str, str]]) -> Path:
+    """Write a table in the Fitzpatrick 17k schema from (md5hash, fst, label) triples."""
+    lines = [F17K_HEADER]
+    for md5, fst, label in rows:
+        lines.append(f"{md5},{fst},{fst},{label},inflammatory,non-neoplastic,,http://x/{md5}.jpg,x")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,56 @@
+"""``dermsynth study ...``: plan a whole study from its config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Whole studies: the grid of runs from one YAML config.", no_args_is_help=True)
+
+
+@app.command("plan")
+def plan_command(
+    config: Path = typer.Argument(..., help="Study config (YAML), e.g. examples/paper.yaml."),
+    csv: Path | None = typer.Option(None, "--csv", help="Use this table instead of the config's dataset.csv."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the grid of runs as CSV here."),
+) -> None:
+    """Show the grid of runs, image counts, generation work and estimated cost; check feasibility."""
+    from dermsynth.config import load_config
+    from dermsynth.errors import DermsynthError
+    from dermsynth.io import atomic_write_csv
+    from dermsynth.study.grid import plan_study
+
+    if fmt not in ("table", "csv", "json"):
+        raise DermsynthError(f"--format must be table, csv or json, got {fmt!r}")
+    study = load_config(config)
+    if csv is not None:
+        study = study.model_copy(update={"dataset": study.dataset.model_copy(update={"csv": csv})})
+    planned = plan_study(study)
+    if out is not None:
+        atomic_write_csv(out, planned.runs)
+    if fmt == "csv":
+        typer.echo(planned.runs.to_csv(index=False, lineterminator="\n"), nl=False)
+        return
+    if fmt == "json":
+        typer.echo(json.dumps({
+            "summary": planned.summary(),
+            "runs": planned.runs.to_dict(orient="records"),
+            "generation": planned.generation.to_dict(orient="records"),
+        }, indent=2))
+        return
+    shown = planned.runs.drop(columns=["run_id"])
+    typer.echo(f"study {study.name!r}: {len(planned.runs)} runs\n")
+    typer.echo(shown.to_string(index=False))
+    if not planned.generation.empty:
+        typer.echo("\ngeneration:")
+        typer.echo(planned.generation.to_string(index=False))
+    cost = planned.cost
+    typer.echo(
+        f"\nestimated cost: generation {cost['generation_seconds'] / 60:.1f} min, frozen features "
+        f"{cost['feature_seconds'] / 60:.1f} min, training {cost['training_seconds'] / 60:.1f} min "
+        f"(from the per-image times in the config: generator.seconds_per_image, "
+        f"classifier.seconds_per_image)"
+    )

@@ -1,0 +1,56 @@
+"""The command line as a whole: version, help everywhere, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import typer
+
+from dermsynth import __version__
+from dermsynth.cli import app
+
+
+def _all_command_paths(group: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    command = typer.main.get_command(group)
+    paths: list[tuple[str, ...]] = []
+
+    def walk(cmd, path: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+        paths.append(path)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, (*path, name))
+
+    walk(command, prefix)
+    return paths
+
+
+def test_version(run_cli) -> None:
+    result = run_cli("--version")
+    assert result.code == 0
+    assert result.stdout.strip() == f"dermsynth {__version__}"
+
+
+def test_help_everywhere(run_cli) -> None:
+    paths = _all_command_paths(app)
+    assert ("data", "summary") in paths and ("data", "plan") in paths and ("demo",) in paths
+    for path in paths:
+        result = run_cli(*path, "--help")
+        assert result.code == 0, (path, result.stderr)
+        assert "Usage" in result.stdout, path
+
+
+def test_unknown_command_and_option_are_one_line_errors(run_cli) -> None:
+    for args in (("nonsense",), ("data", "summary", "--bogus")):
+        result = run_cli(*args)
+        assert result.code == 2
+        assert result.stderr.startswith("error: ")
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_console_script_runs_as_a_process() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from dermsynth.cli import main; main()", "data", "summary", "--csv", "/nonexistent.csv"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: no such file: /nonexistent.csv"
