@@ -235,9 +235,11 @@ def _default_images_dir(csv_path: Path) -> Path:
     return images if images.is_dir() else csv_path.parent
 
 
-def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a manifest as CSV, atomically, manifest columns first."""
-    first = [c for c in MANIFEST_COLUMNS if c in manifest.columns]
+def write_manifest(
+    manifest: pd.DataFrame, path: str | os.PathLike[str], first: Sequence[str] = MANIFEST_COLUMNS
+) -> Path:
+    """Write a manifest as CSV, atomically, the ``first`` columns (manifest columns) first."""
+    first = [c for c in first if c in manifest.columns]
     rest = [c for c in manifest.columns if c not in first]
     atomic_write_csv(path, manifest[first + rest])
     return Path(path)

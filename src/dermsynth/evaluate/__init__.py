@@ -1,0 +1,1 @@
+"""Evaluate stage: accuracy by condition x FST group with CIs (metrics), paired tests (paired)."""
