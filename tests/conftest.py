@@ -40,7 +40,9 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
 def f17k_csv() -> Path:
     """The real Fitzpatrick 17k table from ../shared/data; skipped where it is absent."""
     if not SHARED_F17K.exists():
-        pytest.skip(f"the Fitzpatrick 17k table is not at {SHARED_F17K} (shared/ not beside the clone)")
+        pytest.skip(
+            f"the Fitzpatrick 17k table is not at {SHARED_F17K} (shared/ not beside the clone)"
+        )
     return SHARED_F17K
 
 

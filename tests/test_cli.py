@@ -49,8 +49,18 @@ def test_unknown_command_and_option_are_one_line_errors(run_cli) -> None:
 
 def test_console_script_runs_as_a_process() -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "from dermsynth.cli import main; main()", "data", "summary", "--csv", "/nonexistent.csv"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from dermsynth.cli import main; main()",
+            "data",
+            "summary",
+            "--csv",
+            "/nonexistent.csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: no such file: /nonexistent.csv"

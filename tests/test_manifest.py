@@ -42,8 +42,12 @@ def test_generic_csv_with_named_columns(tmp_path: Path) -> None:
     csv = tmp_path / "ddi.csv"
     csv.write_text("DDI_file,disease,skin_tone,extra\nx.png,melanoma,5,a\ny.png,nevus,-1,b\n")
     manifest = load_manifest(
-        csv, id_column="DDI_file", label_column="disease", fst_column="skin_tone",
-        path_column="DDI_file", images_dir=tmp_path,
+        csv,
+        id_column="DDI_file",
+        label_column="disease",
+        fst_column="skin_tone",
+        path_column="DDI_file",
+        images_dir=tmp_path,
     )
     assert manifest["image_id"].tolist() == ["x.png", "y.png"]
     assert manifest["fst"].tolist() == [5, -1]
@@ -63,8 +67,14 @@ def test_manifest_round_trips(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([("a1", 7, "psoriasis")], "row 1 (line 2): fitzpatrick_scale must be 1..6 or -1 (unknown), got '7'"),
-        ([("a1", 1, "psoriasis"), ("a2", "x", "psoriasis")], "row 2 (line 3): fitzpatrick_scale must be 1..6 or -1"),
+        (
+            [("a1", 7, "psoriasis")],
+            "row 1 (line 2): fitzpatrick_scale must be 1..6 or -1 (unknown), got '7'",
+        ),
+        (
+            [("a1", 1, "psoriasis"), ("a2", "x", "psoriasis")],
+            "row 2 (line 3): fitzpatrick_scale must be 1..6 or -1",
+        ),
         ([("a1", 1, "psoriasis"), ("a2", 2.5, "psoriasis")], "got '2.5'"),
         ([("a1", 1, "psoriasis"), ("a1", 2, "psoriasis")], "duplicate md5hash 'a1' in rows 1, 2"),
         ([("a1", 1, "psoriasis"), ("a2", 2, "")], "row 2 (line 3): empty label"),
@@ -83,7 +93,9 @@ def test_missing_file_and_columns(tmp_path: Path) -> None:
     with pytest.raises(DermsynthError, match="no such file"):
         load_manifest(tmp_path / "absent.csv")
     csv = write_f17k_csv(tmp_path / "t.csv", [("a1", 1, "psoriasis")])
-    with pytest.raises(DermsynthError, match="missing column.*'fst_type'.*FST columns of Fitzpatrick 17k"):
+    with pytest.raises(
+        DermsynthError, match="missing column.*'fst_type'.*FST columns of Fitzpatrick 17k"
+    ):
         load_manifest(csv, fst_column="fst_type")
     other = tmp_path / "other.csv"
     other.write_text("file,dx\na,b\n")
@@ -99,8 +111,13 @@ def test_missing_file_and_columns(tmp_path: Path) -> None:
 
 def test_unknown_condition_suggests_closest() -> None:
     labels = ["psoriasis", "pustular psoriasis", "folliculitis"]
-    assert resolve_conditions(["Psoriasis", " folliculitis "], labels) == ["psoriasis", "folliculitis"]
-    with pytest.raises(DermsynthError, match="unknown condition 'psoriasiss'; closest: 'psoriasis'"):
+    assert resolve_conditions(["Psoriasis", " folliculitis "], labels) == [
+        "psoriasis",
+        "folliculitis",
+    ]
+    with pytest.raises(
+        DermsynthError, match="unknown condition 'psoriasiss'; closest: 'psoriasis'"
+    ):
         resolve_conditions(["psoriasiss"], labels)
     with pytest.raises(DermsynthError, match="given twice"):
         parse_conditions("psoriasis,Psoriasis")

@@ -16,14 +16,28 @@ CONDITIONS = ",".join(PAPER_CONDITIONS)
 
 
 def _plan_args(csv: Path, out: Path, *extra: str) -> list[str | Path]:
-    args: list[str | Path] = ["data", "plan", "--csv", csv, "--conditions", CONDITIONS,
-                              "--train-fst", "1,2", "--test-fst", "3,4", "--test-fst", "5,6"]
+    args: list[str | Path] = [
+        "data",
+        "plan",
+        "--csv",
+        csv,
+        "--conditions",
+        CONDITIONS,
+        "--train-fst",
+        "1,2",
+        "--test-fst",
+        "3,4",
+        "--test-fst",
+        "5,6",
+    ]
     for condition in PAPER_AUGMENTED:
         args += ["--augment", condition]
     return [*args, "--seeds-per-condition", "8", "--random-seed", "0", *extra, "--out", out]
 
 
-def test_plan_on_the_real_table_matches_the_papers_test_sizes(f17k_csv: Path, tmp_path: Path, run_cli) -> None:
+def test_plan_on_the_real_table_matches_the_papers_test_sizes(
+    f17k_csv: Path, tmp_path: Path, run_cli
+) -> None:
     out = tmp_path / "plan.csv"
     result = run_cli(*_plan_args(f17k_csv, out))
     assert result.code == 0, result.stderr
@@ -85,8 +99,12 @@ def test_input_row_order_does_not_change_the_plan(tmp_path: Path) -> None:
     forward = load_manifest(write_f17k_csv(tmp_path / "f.csv", rows))
     backward = load_manifest(write_f17k_csv(tmp_path / "b.csv", rows[::-1]))
     direction = Direction.build("1-2", ["3-4", "5-6"])
-    a = plan_splits(forward, ["psoriasis", "folliculitis"], direction, ["psoriasis"], seeds_per_condition=3)
-    b = plan_splits(backward, ["psoriasis", "folliculitis"], direction, ["psoriasis"], seeds_per_condition=3)
+    a = plan_splits(
+        forward, ["psoriasis", "folliculitis"], direction, ["psoriasis"], seeds_per_condition=3
+    )
+    b = plan_splits(
+        backward, ["psoriasis", "folliculitis"], direction, ["psoriasis"], seeds_per_condition=3
+    )
     pd.testing.assert_frame_equal(a.drop(columns="path"), b.drop(columns="path"))
 
 
@@ -100,11 +118,29 @@ def test_unknown_fst_and_other_conditions_are_left_out(tmp_path: Path) -> None:
 
 
 def test_too_few_seed_candidates_names_condition_and_group(tmp_path: Path, run_cli) -> None:
-    rows = [(f"p{i}", 1, "psoriasis") for i in range(5)] + [("q1", 5, "psoriasis"), ("q2", 6, "psoriasis")]
+    rows = [(f"p{i}", 1, "psoriasis") for i in range(5)] + [
+        ("q1", 5, "psoriasis"),
+        ("q2", 6, "psoriasis"),
+    ]
     csv = write_f17k_csv(tmp_path / "t.csv", rows)
-    result = run_cli("data", "plan", "--csv", csv, "--conditions", "psoriasis", "--train-fst", "1,2",
-                     "--test-fst", "5,6", "--augment", "psoriasis", "--seeds-per-condition", "3",
-                     "--out", tmp_path / "p.csv")
+    result = run_cli(
+        "data",
+        "plan",
+        "--csv",
+        csv,
+        "--conditions",
+        "psoriasis",
+        "--train-fst",
+        "1,2",
+        "--test-fst",
+        "5,6",
+        "--augment",
+        "psoriasis",
+        "--seeds-per-condition",
+        "3",
+        "--out",
+        tmp_path / "p.csv",
+    )
     assert result.code == 2
     assert "'psoriasis' has 2 images in FST 5-6, 3 seeds asked" in result.stderr
     assert not (tmp_path / "p.csv").exists()
@@ -130,10 +166,38 @@ def test_bad_groups(train: str, tests: list[str], seed: str | None, message: str
 def test_augmented_condition_must_be_a_class(tmp_path: Path, run_cli) -> None:
     rows = [("a", 1, "psoriasis"), ("b", 5, "folliculitis")]
     csv = write_f17k_csv(tmp_path / "t.csv", rows)
-    result = run_cli("data", "plan", "--csv", csv, "--conditions", "psoriasis", "--train-fst", "1,2",
-                     "--test-fst", "5,6", "--augment", "folliculitis", "--out", tmp_path / "p.csv")
+    result = run_cli(
+        "data",
+        "plan",
+        "--csv",
+        csv,
+        "--conditions",
+        "psoriasis",
+        "--train-fst",
+        "1,2",
+        "--test-fst",
+        "5,6",
+        "--augment",
+        "folliculitis",
+        "--out",
+        tmp_path / "p.csv",
+    )
     assert result.code == 2
     assert "'folliculitis' is not among the classifier's conditions" in result.stderr
-    result = run_cli("data", "plan", "--csv", csv, "--conditions", "psoriasis", "--train-fst", "1,2",
-                     "--test-fst", "5,6", "--augment", "psoriasiss", "--out", tmp_path / "p.csv")
+    result = run_cli(
+        "data",
+        "plan",
+        "--csv",
+        csv,
+        "--conditions",
+        "psoriasis",
+        "--train-fst",
+        "1,2",
+        "--test-fst",
+        "5,6",
+        "--augment",
+        "psoriasiss",
+        "--out",
+        tmp_path / "p.csv",
+    )
     assert result.code == 2 and "closest: 'psoriasis'" in result.stderr

@@ -17,7 +17,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_paper_config_plans_the_papers_grid(f17k_csv: Path, run_cli) -> None:
-    result = run_cli("study", "plan", EXAMPLES / "paper.yaml", "--csv", f17k_csv, "--format", "json")
+    result = run_cli(
+        "study", "plan", EXAMPLES / "paper.yaml", "--csv", f17k_csv, "--format", "json"
+    )
     assert result.code == 0, result.stderr
     payload = json.loads(result.stdout)
     # 2 directions x (1 real + 3 augmented x (1 real+seed + 4 doses)) x 3 repeats.
@@ -43,7 +45,10 @@ def _write_config(tmp_path: Path, **overrides: object) -> Path:
         "conditions": ["psoriasis", "folliculitis"],
         "augmented": ["psoriasis"],
         "directions": [{"train": [1, 2], "test": [[3, 4], [5, 6]]}],
-        "seeds_per_group": 4, "candidates_per_seed": 4, "synthetic_per_seed": 2, "doses": [2, 8],
+        "seeds_per_group": 4,
+        "candidates_per_seed": 4,
+        "synthetic_per_seed": 2,
+        "doses": [2, 8],
     }
     config.update(overrides)
     path = tmp_path / "study.yaml"
@@ -66,7 +71,8 @@ def test_every_config_problem_is_listed_with_its_path(tmp_path: Path, run_cli) -
     path = _write_config(
         tmp_path,
         directions=[{"train": [1, 7], "test": [[3, 4]]}, {"train": [1, 2], "test": [[2, 3]]}],
-        seeds_per_group=0, colour="red",
+        seeds_per_group=0,
+        colour="red",
     )
     result = run_cli("study", "plan", path)
     assert result.code == 2
@@ -90,7 +96,9 @@ def test_cross_field_problems(tmp_path: Path) -> None:
 
 def test_infeasible_study_names_condition_and_group(tmp_path: Path) -> None:
     config = load_config(_write_config(tmp_path, seeds_per_group=50, doses=[2]))
-    with pytest.raises(DermsynthError, match="'psoriasis' has 20 images in FST 5-6, 50 seeds asked"):
+    with pytest.raises(
+        DermsynthError, match="'psoriasis' has 20 images in FST 5-6, 50 seeds asked"
+    ):
         plan_study(config)
 
 

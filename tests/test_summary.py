@@ -26,8 +26,16 @@ total,460,317,254,350,168,622,536,2707
 
 def test_table1_reproduced_on_the_real_table(f17k_csv: Path, run_cli) -> None:
     start = time.perf_counter()
-    result = run_cli("data", "summary", "--csv", f17k_csv, "--conditions", ",".join(PAPER_CONDITIONS),
-                     "--format", "csv")
+    result = run_cli(
+        "data",
+        "summary",
+        "--csv",
+        f17k_csv,
+        "--conditions",
+        ",".join(PAPER_CONDITIONS),
+        "--format",
+        "csv",
+    )
     elapsed = time.perf_counter() - start
     assert result.code == 0, result.stderr
     assert result.stdout == PAPER_TABLE1
@@ -36,15 +44,27 @@ def test_table1_reproduced_on_the_real_table(f17k_csv: Path, run_cli) -> None:
 
 
 def test_counts_are_computed_not_recalled(tmp_path: Path, run_cli) -> None:
-    rows = [("a", 1, "psoriasis"), ("b", 1, "psoriasis"), ("c", 6, "psoriasis"),
-            ("d", 3, "folliculitis"), ("e", -1, "folliculitis"), ("f", 2, "acne")]
+    rows = [
+        ("a", 1, "psoriasis"),
+        ("b", 1, "psoriasis"),
+        ("c", 6, "psoriasis"),
+        ("d", 3, "folliculitis"),
+        ("e", -1, "folliculitis"),
+        ("f", 2, "acne"),
+    ]
     csv = write_f17k_csv(tmp_path / "t.csv", rows)
-    result = run_cli("data", "summary", "--csv", csv, "--conditions", "folliculitis,psoriasis",
-                     "--format", "csv")
+    result = run_cli(
+        "data", "summary", "--csv", csv, "--conditions", "folliculitis,psoriasis", "--format", "csv"
+    )
     assert result.code == 0, result.stderr
     assert result.stdout.splitlines() == [
         "fst,folliculitis,psoriasis,total",
-        "1,0,2,2", "2,0,0,0", "3,1,0,1", "4,0,0,0", "5,0,0,0", "6,0,1,1",
+        "1,0,2,2",
+        "2,0,0,0",
+        "3,1,0,1",
+        "4,0,0,0",
+        "5,0,0,0",
+        "6,0,1,1",
         "total,1,3,4",
     ]
     assert "1 image(s) of unknown FST" in result.stderr
@@ -79,8 +99,9 @@ def test_rank_extremes(tmp_path: Path, run_cli) -> None:
     ranked = rank_extremes(manifest)
     assert ranked["condition"].tolist() == ["keloid", "psoriasis", "acne"]
     assert ranked["smaller_extreme"].tolist() == [4, 3, 0]
-    result = run_cli("data", "summary", "--csv", tmp_path / "t.csv", "--rank-extremes", "2",
-                     "--format", "csv")
+    result = run_cli(
+        "data", "summary", "--csv", tmp_path / "t.csv", "--rank-extremes", "2", "--format", "csv"
+    )
     assert result.stdout.splitlines()[0] == "rank,condition,fst_1-2,fst_5-6,smaller_extreme"
     assert len(result.stdout.splitlines()) == 3
 

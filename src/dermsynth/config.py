@@ -127,9 +127,13 @@ class ClassifierConfig(_Strict):
     image_size: int = Field(224, ge=32)
     fine_tune: bool = False
     fast_path: bool = True
-    train_views: int = Field(8, ge=1, description="Augmented views per training image on the fast path.")
+    train_views: int = Field(
+        8, ge=1, description="Augmented views per training image on the fast path."
+    )
     seconds_per_image: float = Field(
-        0.05, gt=0, description="Your hardware's backbone time per image view, for the cost estimate."
+        0.05,
+        gt=0,
+        description="Your hardware's backbone time per image view, for the cost estimate.",
     )
 
 
@@ -237,7 +241,9 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
     except yaml.YAMLError as exc:
         raise DermsynthError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
     if not isinstance(raw, dict):
-        raise DermsynthError(f"{path}: a study config is a YAML mapping (key: value), got {type(raw).__name__}")
+        raise DermsynthError(
+            f"{path}: a study config is a YAML mapping (key: value), got {type(raw).__name__}"
+        )
     try:
         config = StudyConfig.model_validate(raw)
     except ValidationError as exc:

@@ -13,7 +13,7 @@ CSV = typer.Option(..., "--csv", help="Fitzpatrick 17k table, a dermsynth manife
 FST_COLUMN = typer.Option(
     None,
     "--fst-column",
-    help="Skin-type column: fitzpatrick_scale (default) or fitzpatrick_centaur; for other CSVs, name it.",
+    help="Skin-type column: fitzpatrick_scale (default) or fitzpatrick_centaur; name it for other CSVs.",
 )
 ID_COLUMN = typer.Option(None, "--id-column", help="Image-id column of a generic CSV.")
 LABEL_COLUMN = typer.Option(None, "--label-column", help="Condition column of a generic CSV.")

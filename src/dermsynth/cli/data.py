@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-from dermsynth.cli.common import CSV, FST_COLUMN, ID_COLUMN, IMAGES, LABEL_COLUMN, PATH_COLUMN, read_table
+from dermsynth.cli.common import (
+    CSV,
+    FST_COLUMN,
+    ID_COLUMN,
+    IMAGES,
+    LABEL_COLUMN,
+    PATH_COLUMN,
+    read_table,
+)
 from dermsynth.errors import DermsynthError
 
-app = typer.Typer(help="Datasets: sample sizes, splits and seeds, images, near-duplicates, simulated data.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Datasets: sample sizes, splits and seeds, images, near-duplicates, simulated data.",
+    no_args_is_help=True,
+)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
@@ -25,7 +35,9 @@ class Format(str, Enum):
 def summary(
     csv: Path = CSV,
     conditions: str | None = typer.Option(
-        None, "--conditions", help="Comma-separated conditions, in the order to show (default: all)."
+        None,
+        "--conditions",
+        help="Comma-separated conditions, in the order to show (default: all).",
     ),
     fst_column: str | None = FST_COLUMN,
     id_column: str | None = ID_COLUMN,
@@ -33,8 +45,10 @@ def summary(
     path_column: str | None = PATH_COLUMN,
     fmt: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
     rank_extremes: int | None = typer.Option(
-        None, "--rank-extremes", min=1,
-        help="Instead: rank all conditions by the smaller of their FST I-II and V-VI counts; show the top K.",
+        None,
+        "--rank-extremes",
+        min=1,
+        help="Instead: rank conditions by their smaller FST I-II / V-VI count; show the top K.",
     ),
 ) -> None:
     """Sample sizes by skin type x condition (the paper's Table 1)."""
@@ -81,14 +95,20 @@ def _print_frame(frame, fmt: Format, *, index: bool) -> None:  # type: ignore[no
 @app.command()
 def plan(
     csv: Path = CSV,
-    conditions: str = typer.Option(..., "--conditions", help="Comma-separated conditions of the classifier."),
+    conditions: str = typer.Option(
+        ..., "--conditions", help="Comma-separated conditions of the classifier."
+    ),
     train_fst: str = typer.Option(..., "--train-fst", help="Training skin types, e.g. 1,2."),
-    test_fst: list[str] = typer.Option(..., "--test-fst", help="A test group, e.g. 3,4; repeat for more."),
+    test_fst: list[str] = typer.Option(
+        ..., "--test-fst", help="A test group, e.g. 3,4; repeat for more."
+    ),
     augment: list[str] = typer.Option(
         [], "--augment", help="A condition to draw seed images for; repeat for more."
     ),
     seed_fst: str | None = typer.Option(
-        None, "--seed-fst", help="Where seeds come from (default: the extreme opposite --train-fst)."
+        None,
+        "--seed-fst",
+        help="Where seeds come from (default: the extreme opposite --train-fst).",
     ),
     seeds_per_condition: int = typer.Option(8, "--seeds-per-condition", min=1),
     random_seed: int = typer.Option(0, "--random-seed"),
@@ -98,25 +118,31 @@ def plan(
     path_column: str | None = PATH_COLUMN,
     images: Path | None = IMAGES,
     dedup_threshold: int = typer.Option(
-        4, "--dedup-threshold", min=0,
-        help="Perceptual-hash distance under which images count as near-duplicates (where images exist).",
+        4,
+        "--dedup-threshold",
+        min=0,
+        help="Largest perceptual-hash distance of near-duplicates (checked where images exist).",
     ),
     out: Path = typer.Option(..., "--out", help="Where to write the plan (CSV)."),
 ) -> None:
     """Split one direction into train / seed / test and draw the seed images."""
     from dermsynth.data.manifest import parse_conditions, write_manifest
-    from dermsynth.data.splits import Direction, plan_splits
+    from dermsynth.data.splits import PLAN_COLUMNS, Direction, plan_splits
 
     manifest = read_table(csv, fst_column, id_column, label_column, path_column, images)
     direction = Direction.build(train_fst, test_fst, seed_fst)
     names = parse_conditions(conditions) or []
     groups = _near_duplicates_where_images_exist(manifest, names, dedup_threshold)
     result = plan_splits(
-        manifest, names, direction, augment,
-        seeds_per_condition=seeds_per_condition, random_seed=random_seed,
+        manifest,
+        names,
+        direction,
+        augment,
+        seeds_per_condition=seeds_per_condition,
+        random_seed=random_seed,
         near_duplicate_groups=groups,
     )
-    write_manifest(result, out)
+    write_manifest(result, out, first=PLAN_COLUMNS)
     counts = result.groupby(["split", "test_group"]).size()
     parts = [f"{split}{'[' + grp + ']' if grp else ''}={n}" for (split, grp), n in counts.items()]
     typer.echo(f"wrote {out}: {len(result)} images ({', '.join(parts)})")
@@ -126,16 +152,26 @@ def plan(
 
 
 def _near_duplicates_where_images_exist(manifest, conditions, threshold):  # type: ignore[no-untyped-def]
-    from dermsynth.data.dedup import hash_images, near_duplicate_groups
-    from dermsynth.data.manifest import resolve_conditions
+    from dermsynth.data.dedup import hash_images, near_duplicate_groups, skipped_lines
+    from dermsynth.data.manifest import known_fst, resolve_conditions
 
     names = resolve_conditions(conditions, manifest["label"].unique())
-    rows = manifest[manifest["label"].isin(names)]
+    # Only images a plan can hold: unknown-FST rows are never planned, so never hashed.
+    rows = known_fst(manifest)
+    rows = rows[rows["label"].isin(names)]
     present = rows[rows["path"].map(lambda p: bool(p) and Path(p).is_file())]
     if present.empty:
         typer.echo("no images found on disk: near-duplicate leakage check skipped", err=True)
         return None
+    absent = len(rows) - len(present)
+    if absent:
+        typer.echo(
+            f"{absent} of {len(rows)} image(s) not on disk: left out of the near-duplicate check",
+            err=True,
+        )
     hashes = hash_images(present)
+    for line in skipped_lines(hashes.attrs.get("skipped", []), "the near-duplicate check"):
+        typer.echo(line, err=True)
     return near_duplicate_groups(hashes, threshold=threshold)
 
 
@@ -151,8 +187,12 @@ def fetch(
     workers: int = typer.Option(8, "--workers", min=1, max=64, help="Concurrent downloads."),
     retries: int = typer.Option(3, "--retries", min=0, help="Retries per image, with backoff."),
     timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds per request."),
-    min_size: int = typer.Option(64, "--min-size", min=1, help="Smallest accepted side, in pixels."),
-    report: Path | None = typer.Option(None, "--report", help="Report CSV (default OUT/fetch_report.csv)."),
+    min_size: int = typer.Option(
+        64, "--min-size", min=1, help="Smallest accepted side, in pixels."
+    ),
+    report: Path | None = typer.Option(
+        None, "--report", help="Report CSV (default OUT/fetch_report.csv)."
+    ),
 ) -> None:
     """Download every image's URL into OUT/<id>.jpg: concurrent, resumable, validated."""
     from dermsynth.data.fetch import fetch_images
@@ -162,8 +202,13 @@ def fetch(
     if url_column not in manifest.columns:
         raise DermsynthError(f"{csv}: no {url_column!r} column to download from (--url-column)")
     result = fetch_images(
-        manifest, out, url_column=url_column, workers=workers, retries=retries,
-        timeout=timeout, min_size=min_size,
+        manifest,
+        out,
+        url_column=url_column,
+        workers=workers,
+        retries=retries,
+        timeout=timeout,
+        min_size=min_size,
     )
     report_path = report or out / "fetch_report.csv"
     atomic_write_csv(report_path, result)
@@ -172,6 +217,11 @@ def fetch(
         f"fetched {counts.get('fetched', 0)}, skipped {counts.get('skipped', 0)} (already there), "
         f"failed {counts.get('failed', 0)}; report: {report_path}"
     )
+    reasons = result.loc[result["status"] == "failed", "reason"].value_counts()
+    for reason, n in reasons.head(5).items():
+        typer.echo(f"  failed {n}: {reason}", err=True)
+    if len(reasons) > 5:
+        typer.echo(f"  ... and {len(reasons) - 5} other reason(s); see the report", err=True)
 
 
 @app.command()
@@ -180,7 +230,13 @@ def dedup(
     plan_csv: Path | None = typer.Option(
         None, "--plan", help="A plan from `data plan`: report groups that cross train/seed/test."
     ),
-    threshold: int = typer.Option(4, "--threshold", min=0, help="Largest perceptual-hash distance of near-duplicates."),
+    threshold: int = typer.Option(
+        4, "--threshold", min=0, help="Largest perceptual-hash distance (bits) of near-duplicates."
+    ),
+    hash_size: int = typer.Option(
+        8, "--hash-size", min=2, max=64, help="Hash side: hash_size**2 bits (8: 64-bit hashes)."
+    ),
+    workers: int = typer.Option(0, "--workers", min=0, help="Decoding threads (0: one per core)."),
     fst_column: str | None = FST_COLUMN,
     id_column: str | None = ID_COLUMN,
     label_column: str | None = LABEL_COLUMN,
@@ -188,24 +244,42 @@ def dedup(
     images: Path | None = IMAGES,
     out: Path = typer.Option(..., "--out", help="Report CSV of near-duplicate groups."),
 ) -> None:
-    """Find near-duplicate images (perceptual hashes) and groups that leak across splits."""
-    from dermsynth.data.dedup import cross_split_groups, hash_images, near_duplicate_groups
+    """Find near-duplicate images (perceptual hashes) and groups that leak across splits.
+
+    With --plan, groups spanning train, seed and test (or two test groups) go to
+    OUT_cross_split.csv beside OUT.
+    """
+    from dermsynth.data.dedup import (
+        cross_split_groups,
+        hash_images,
+        near_duplicate_groups,
+        skipped_lines,
+    )
     from dermsynth.data.manifest import load_manifest
     from dermsynth.io import atomic_write_csv
 
     manifest = read_table(csv, fst_column, id_column, label_column, path_column, images)
-    hashes = hash_images(manifest)
+    # Read the plan before hours of hashing, so a wrong path fails at once.
+    planned = load_manifest(plan_csv) if plan_csv is not None else None
+    hashes = hash_images(manifest, hash_size=hash_size, workers=workers)
+    skipped = hashes.attrs.get("skipped", [])
+    for line in skipped_lines(skipped, "hashing"):
+        typer.echo(line, err=True)
     groups = near_duplicate_groups(hashes, threshold=threshold)
     atomic_write_csv(out, groups)
     n_groups = groups["group"].nunique() if not groups.empty else 0
-    typer.echo(f"{n_groups} near-duplicate group(s) among {len(hashes)} hashed image(s); report: {out}")
-    if plan_csv is not None:
-        planned = load_manifest(plan_csv)
+    typer.echo(
+        f"{n_groups} near-duplicate group(s) ({len(groups)} images) among {len(hashes)} hashed "
+        f"image(s), {len(skipped)} skipped; report: {out}"
+    )
+    if planned is not None:
         crossing = cross_split_groups(planned, groups)
         cross_out = out.with_name(out.stem + "_cross_split.csv")
         atomic_write_csv(cross_out, crossing)
         n_cross = crossing["group"].nunique() if not crossing.empty else 0
-        typer.echo(f"{n_cross} group(s) cross train/seed/test lines of {plan_csv}; report: {cross_out}")
+        typer.echo(
+            f"{n_cross} group(s) cross train/seed/test lines of {plan_csv}; report: {cross_out}"
+        )
 
 
 @app.command()
@@ -221,9 +295,9 @@ def simulate(
     workers: int = typer.Option(0, "--workers", min=0, help="Processes (0: one per core)."),
 ) -> None:
     """Make a simulated dataset in the Fitzpatrick 17k schema (deterministic, resumable)."""
-    from dermsynth.data.simulate import simulate_dataset
+    from dermsynth.data.simulate import SIMULATED_NOTE, simulate_dataset
 
     csv_path = simulate_dataset(
         out, scale=scale, random_seed=random_seed, image_size=image_size, workers=workers
     )
-    typer.echo(f"wrote {csv_path}")
+    typer.echo(f"wrote {csv_path} ({SIMULATED_NOTE})")

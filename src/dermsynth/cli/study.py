@@ -7,13 +7,17 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Whole studies: the grid of runs from one YAML config.", no_args_is_help=True)
+app = typer.Typer(
+    help="Whole studies: the grid of runs from one YAML config.", no_args_is_help=True
+)
 
 
 @app.command("plan")
 def plan_command(
     config: Path = typer.Argument(..., help="Study config (YAML), e.g. examples/paper.yaml."),
-    csv: Path | None = typer.Option(None, "--csv", help="Use this table instead of the config's dataset.csv."),
+    csv: Path | None = typer.Option(
+        None, "--csv", help="Use this table instead of the config's dataset.csv."
+    ),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     out: Path | None = typer.Option(None, "--out", help="Also write the grid of runs as CSV here."),
 ) -> None:
@@ -35,11 +39,16 @@ def plan_command(
         typer.echo(planned.runs.to_csv(index=False, lineterminator="\n"), nl=False)
         return
     if fmt == "json":
-        typer.echo(json.dumps({
-            "summary": planned.summary(),
-            "runs": planned.runs.to_dict(orient="records"),
-            "generation": planned.generation.to_dict(orient="records"),
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "summary": planned.summary(),
+                    "runs": planned.runs.to_dict(orient="records"),
+                    "generation": planned.generation.to_dict(orient="records"),
+                },
+                indent=2,
+            )
+        )
         return
     shown = planned.runs.drop(columns=["run_id"])
     typer.echo(f"study {study.name!r}: {len(planned.runs)} runs\n")

@@ -35,7 +35,9 @@ def parse_fst_group(text: str | Iterable[int], *, option: str = "FST group") -> 
         if "-" in raw and "," not in raw:
             lo_hi = raw.split("-")
             if len(lo_hi) != 2 or not all(p.strip().isdigit() for p in lo_hi):
-                raise DermsynthError(f"{option}: cannot read {text!r}; give types like '1,2' or '5-6'")
+                raise DermsynthError(
+                    f"{option}: cannot read {text!r}; give types like '1,2' or '5-6'"
+                )
             lo, hi = int(lo_hi[0]), int(lo_hi[1])
             if lo > hi:
                 raise DermsynthError(f"{option}: range {text!r} runs backwards; write '{hi}-{lo}'")

@@ -66,7 +66,9 @@ def _read_table(csv_path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[])
     except pd.errors.EmptyDataError:
-        raise DermsynthError(f"{csv_path}: the file is empty; expected a CSV with a header row") from None
+        raise DermsynthError(
+            f"{csv_path}: the file is empty; expected a CSV with a header row"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DermsynthError(f"{csv_path}: not a readable CSV ({exc})") from None
 
@@ -76,7 +78,9 @@ def is_fitzpatrick17k(columns: Iterable[str]) -> bool:
     return set(FITZPATRICK17K_COLUMNS) <= set(columns)
 
 
-def _require_columns(csv_path: Path, frame: pd.DataFrame, needed: Sequence[str], hint: str = "") -> None:
+def _require_columns(
+    csv_path: Path, frame: pd.DataFrame, needed: Sequence[str], hint: str = ""
+) -> None:
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         found = ", ".join(frame.columns[:20])
@@ -106,8 +110,7 @@ def _parse_fst(csv_path: Path, values: pd.Series, column: str) -> pd.Series:
         more = f" ({len(bad) - 1} more rows like it)" if len(bad) > 1 else ""
         shown = text.iloc[first - 1]
         raise DermsynthError(
-            f"{_where(csv_path, first)}: {column} must be 1..6 or -1 (unknown), got "
-            f"{shown!r}{more}"
+            f"{_where(csv_path, first)}: {column} must be 1..6 or -1 (unknown), got {shown!r}{more}"
         )
     return numeric.astype(int)
 
@@ -199,7 +202,9 @@ def load_manifest(
         folder = base if base is not None else _default_images_dir(csv_path)
         paths = ids.map(lambda i: str(folder / f"{i}.jpg"))
     else:
-        paths = ids.map(lambda i: str(base / f"{i}.jpg")) if base is not None else ids.map(lambda _: "")
+        paths = (
+            ids.map(lambda i: str(base / f"{i}.jpg")) if base is not None else ids.map(lambda _: "")
+        )
 
     out = pd.DataFrame(
         {

@@ -21,7 +21,15 @@ from dermsynth.errors import DermsynthError
 
 SPLITS: tuple[str, ...] = ("train", "seed", "test")
 PLAN_COLUMNS: tuple[str, ...] = (
-    "image_id", "label", "fst", "split", "test_group", "train_group", "path", "origin", "parent_id",
+    "image_id",
+    "label",
+    "fst",
+    "split",
+    "test_group",
+    "train_group",
+    "path",
+    "origin",
+    "parent_id",
 )
 
 

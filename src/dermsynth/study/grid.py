@@ -93,8 +93,12 @@ def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> Stu
     if manifest is None:
         ds = config.dataset
         manifest = load_manifest(
-            ds.csv, fst_column=ds.fst_column, id_column=ds.id_column,
-            label_column=ds.label_column, path_column=ds.path_column, images_dir=ds.images,
+            ds.csv,
+            fst_column=ds.fst_column,
+            id_column=ds.id_column,
+            label_column=ds.label_column,
+            path_column=ds.path_column,
+            images_dir=ds.images,
         )
     labels = manifest["label"].unique()
     conditions = resolve_conditions(config.conditions, labels)
@@ -105,8 +109,12 @@ def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> Stu
     for direction in directions_of(config):
         try:
             splits[direction.name] = plan_splits(
-                manifest, conditions, direction, augmented,
-                seeds_per_condition=config.seeds_per_group, random_seed=config.random_seed,
+                manifest,
+                conditions,
+                direction,
+                augmented,
+                seeds_per_condition=config.seeds_per_group,
+                random_seed=config.random_seed,
             )
         except DermsynthError as exc:
             problems.append(f"{direction.name}: {exc}")
@@ -130,8 +138,14 @@ def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> Stu
         if spec.arm != "real":
             n_seed = int(((plan["split"] == "seed") & (plan["label"] == spec.augmented)).sum())
         test = plan[plan["split"] == "test"]
-        row = {"run_id": spec.run_id, **asdict(spec), "train_real": n_train, "train_seed": n_seed,
-               "train_synthetic": spec.dose, "train_total": n_train + n_seed + spec.dose}
+        row = {
+            "run_id": spec.run_id,
+            **asdict(spec),
+            "train_real": n_train,
+            "train_seed": n_seed,
+            "train_synthetic": spec.dose,
+            "train_total": n_train + n_seed + spec.dose,
+        }
         for group, n in test.groupby("test_group").size().items():
             row[f"test_{group}"] = int(n)
         rows.append(row)
@@ -144,13 +158,16 @@ def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> Stu
         for name, plan in splits.items():
             seeds = plan[plan["split"] == "seed"]
             for condition, group in seeds.groupby("label", sort=False):
-                gen_rows.append({
-                    "direction": name, "condition": condition,
-                    "seed_fst": group_label(sorted(group["fst"].unique())),
-                    "seeds": len(group),
-                    "candidates": len(group) * config.candidates_per_seed,
-                    "selected": len(group) * config.synthetic_per_seed,
-                })
+                gen_rows.append(
+                    {
+                        "direction": name,
+                        "condition": condition,
+                        "seed_fst": group_label(sorted(group["fst"].unique())),
+                        "seeds": len(group),
+                        "candidates": len(group) * config.candidates_per_seed,
+                        "selected": len(group) * config.synthetic_per_seed,
+                    }
+                )
     generation = pd.DataFrame(
         gen_rows, columns=["direction", "condition", "seed_fst", "seeds", "candidates", "selected"]
     )
@@ -158,22 +175,31 @@ def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> Stu
 
 
 def _estimate_cost(
-    config: StudyConfig, runs: pd.DataFrame, generation: pd.DataFrame, splits: dict[str, pd.DataFrame]
+    config: StudyConfig,
+    runs: pd.DataFrame,
+    generation: pd.DataFrame,
+    splits: dict[str, pd.DataFrame],
 ) -> dict[str, float]:
     """Rough seconds, from the per-image times the config states for your hardware."""
     clf = config.classifier
     gen_seconds = float(generation["candidates"].sum()) * config.generator.seconds_per_image
     if clf.fast_path and not clf.fine_tune:
         # Frozen features are computed once per image view and shared by every run.
-        unique_train = pd.concat([p[p["split"].isin(["train", "seed"])]["image_id"] for p in splits.values()]).nunique()
-        unique_test = pd.concat([p[p["split"] == "test"]["image_id"] for p in splits.values()]).nunique()
+        unique_train = pd.concat(
+            [p[p["split"].isin(["train", "seed"])]["image_id"] for p in splits.values()]
+        ).nunique()
+        unique_test = pd.concat(
+            [p[p["split"] == "test"]["image_id"] for p in splits.values()]
+        ).nunique()
         views = (unique_train + int(generation["selected"].sum())) * clf.train_views + unique_test
         feature_seconds = views * clf.seconds_per_image
         head_seconds = float(runs["train_total"].sum()) * clf.epochs * 1e-4
     else:
         feature_seconds = 0.0
         per_run = runs["train_total"] * clf.epochs + runs.filter(like="test_").sum(axis=1)
-        head_seconds = float(per_run.sum()) * clf.seconds_per_image * (3.0 if clf.fine_tune else 1.0)
+        head_seconds = (
+            float(per_run.sum()) * clf.seconds_per_image * (3.0 if clf.fine_tune else 1.0)
+        )
     return {
         "generation_seconds": gen_seconds,
         "feature_seconds": feature_seconds,
