@@ -10,6 +10,8 @@ from dermsynth import __version__
 from dermsynth.cli import data as data_cli
 from dermsynth.cli import evaluate as evaluate_cli
 from dermsynth.cli import generate as generate_cli
+from dermsynth.cli import report as report_cli
+from dermsynth.cli import select as select_cli
 from dermsynth.cli import study as study_cli
 from dermsynth.cli import train as train_cli
 from dermsynth.errors import DermsynthError
@@ -28,6 +30,8 @@ app.add_typer(data_cli.app, name="data")
 train_cli.register(app)
 evaluate_cli.register(app)
 generate_cli.register(app)
+select_cli.register(app)
+report_cli.register(app)
 app.add_typer(study_cli.app, name="study")
 
 

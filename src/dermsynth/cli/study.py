@@ -63,3 +63,21 @@ def plan_command(
         f"(from the per-image times in the config: generator.seconds_per_image, "
         f"classifier.seconds_per_image)"
     )
+
+
+@app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="Study config (YAML)."),
+    out: Path = typer.Option(..., "--out", help="Run folder (created; resumed if it exists)."),
+    csv: Path | None = typer.Option(None, "--csv", help="Use this table instead of the config's dataset.csv."),
+    force: bool = typer.Option(False, "--force", help="Reuse a run folder made by another config."),
+) -> None:
+    """Run (or resume) the whole study: seeds, generation, selection, training, metrics."""
+    from dermsynth.config import load_config
+    from dermsynth.study.runner import run_study
+
+    study = load_config(config)
+    if csv is not None:
+        study = study.model_copy(update={"dataset": study.dataset.model_copy(update={"csv": csv})})
+    folder = run_study(study, out, force=force)
+    typer.echo(f"study finished: {folder} (make the report with `dermsynth report {folder}`)")

@@ -1,0 +1,1 @@
+"""Generator backends: diffusers (and its tiny offline variant) and the OpenAI images API."""

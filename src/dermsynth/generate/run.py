@@ -1,0 +1,390 @@
+"""The resumable generation loop: seeds x n candidates -> PNGs, sidecars and a manifest.
+
+Layout of a run folder::
+
+    run.json                  what decides the images (a re-run must match it)
+    seeds/<seed>_crop.png     the prepared crop and mask of each seed, for inspection
+    seeds/<seed>_mask.png
+    images/<seed>_cNN.png     the candidates
+    candidates/<seed>_cNN.json  one manifest row per finished candidate
+    failures/<seed>.json      why a seed's images could not be made (removed once they are)
+    manifest.csv              origin=synthetic rows assembled from the sidecars
+    failures.csv              the failures of the last run, if any
+
+A candidate is finished when its sidecar exists: the PNG is written first (atomically), the
+sidecar second, so a run killed at any point leaves no partial file that counts, and a re-run
+makes exactly the missing candidates. Each candidate's random seed is derived from the base
+seed, the seed image id and the candidate number, so it does not depend on the order, the
+batching or the sharding of the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dermsynth.data.images import BadImageError
+from dermsynth.data.manifest import write_manifest
+from dermsynth.errors import DermsynthError
+from dermsynth.generate.backends.base import (
+    Backend,
+    BackendFailure,
+    GenerationParams,
+    Job,
+    Result,
+    make_backend,
+)
+from dermsynth.generate.prompts import PAPER_TEMPLATE, read_prompt_table, resolve_prompts
+from dermsynth.generate.seeds import MaskParams, PreparedSeed, load_seeds, prepare_seed
+from dermsynth.io import atomic_write_bytes, atomic_write_json
+
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.csv"
+FAILURES_FILE = "failures.csv"
+# Settings that may change between a run and its resumption without changing any image.
+_RESUMABLE_KEYS = frozenset({"batch_size", "device", "retries", "n"})
+_UNSAFE_ID_CHARS = set('/\\:*?"<>|')
+
+
+@dataclass
+class RunPlan:
+    """A validated run: its folder, parameters, prepared seeds and (unloaded) backend."""
+
+    out: Path
+    params: GenerationParams
+    n: int
+    seeds: list[PreparedSeed]
+    backend: Backend
+    identity: dict[str, Any]
+
+
+@dataclass
+class RunSummary:
+    """What one invocation did."""
+
+    out: Path
+    made: int = 0
+    already: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    manifest: Path | None = None
+    total: int = 0
+
+
+def candidate_id(seed_id: str, index: int) -> str:
+    """The deterministic id of candidate ``index`` of a seed."""
+    return f"{seed_id}_c{index:02d}"
+
+
+def derive_seed(base: int, seed_id: str, index: int) -> int:
+    """A 31-bit random seed of one candidate, independent of order, batching and sharding."""
+    digest = hashlib.sha256(f"{base}:{seed_id}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _check_ids(ids: Iterable[str]) -> None:
+    for image_id in ids:
+        if image_id.startswith(".") or _UNSAFE_ID_CHARS & set(image_id):
+            raise DermsynthError(
+                f"seed id {image_id!r} cannot name a file (no leading '.', no / \\ : * ? \" < > |)"
+            )
+
+
+def plan_run(
+    seeds_csv: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    params: GenerationParams,
+    n: int,
+    *,
+    prompts_csv: str | os.PathLike[str] | None = None,
+    template: str = PAPER_TEMPLATE,
+    mask: MaskParams | None = None,
+    seed_ids: Sequence[str] | None = None,
+    write_run_file: bool = True,
+) -> RunPlan:
+    """Validate every input and prepare the seeds; no model is loaded here.
+
+    Bad parameters, an unknown backend, a prompt table missing a seed, a missing or corrupt
+    seed image and a mask of the wrong size all stop the run here, with every bad seed named.
+    """
+    if n < 1:
+        raise DermsynthError(f"--n must be >= 1, got {n}")
+    params.validate()
+    mask = mask or MaskParams()
+    mask.validate()
+    seeds = load_seeds(seeds_csv)
+    _check_ids(seeds["image_id"])
+    table = read_prompt_table(prompts_csv) if prompts_csv is not None else None
+    resolved = resolve_prompts(
+        seeds, table, template, source=str(prompts_csv) if prompts_csv else "prompt table"
+    )
+    resolved["path"] = seeds["path"].to_numpy()
+    if seed_ids is not None:
+        wanted = set(seed_ids)
+        resolved = resolved[resolved["image_id"].isin(wanted)]
+    backend = make_backend(params)
+    resolution = backend.resolution
+
+    out = Path(out)
+    identity = {
+        **{k: v for k, v in params.record().items() if k not in _RESUMABLE_KEYS},
+        "model": backend.model_name,
+        "resolution": resolution,
+        "template": template,
+        "mask": {"keep": mask.keep, "shape": mask.shape, "feather": mask.feather,
+                 "crop_scale": mask.crop_scale},
+    }
+    # Checked before the seed crops are rewritten, so a mismatched re-run changes nothing.
+    _check_or_write_run_file(out, identity, write=False)
+    prepared: list[PreparedSeed] = []
+    problems: list[str] = []
+    for row in resolved.to_dict("records"):
+        try:
+            prepared.append(prepare_seed(row, resolution, mask, out / "seeds"))
+        except (BadImageError, DermsynthError) as exc:
+            problems.append(str(exc))
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DermsynthError(
+            f"{len(problems)} seed(s) cannot be used: " + "; ".join(problems[:5]) + more
+        )
+
+    # Written only once every seed is usable, so a failed first attempt pins nothing.
+    _check_or_write_run_file(out, identity, write=write_run_file)
+    return RunPlan(out, params, n, prepared, backend, identity)
+
+
+def _check_or_write_run_file(out: Path, identity: dict[str, Any], *, write: bool) -> None:
+    path = out / RUN_FILE
+    # Round-trip through JSON so tuples, numbers and None compare as they are stored.
+    wanted = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DermsynthError(f"{path} is unreadable ({exc}); remove it or use a new --out") from None
+        changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        if changed:
+            shown = ", ".join(f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in changed[:4])
+            raise DermsynthError(
+                f"{out} holds a run made with other settings ({shown}); resume it with the same "
+                "settings, or write this one to a new --out"
+            )
+    elif write:
+        atomic_write_json(path, wanted)
+
+
+def _finished(out: Path, image_id: str) -> dict[str, Any] | None:
+    sidecar = out / "candidates" / f"{image_id}.json"
+    if not sidecar.is_file():
+        return None
+    try:
+        row = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # a damaged sidecar is remade, never trusted
+    return row if Path(row.get("path", "")).is_file() else None
+
+
+def _clean_partials(out: Path) -> None:
+    """Remove temporary files a killed run left behind (they never count as finished)."""
+    for folder in ("images", "candidates", "failures"):
+        for tmp in (out / folder).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _png(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _save(plan: RunPlan, seed: PreparedSeed, result: Result, device: str) -> None:
+    out = plan.out
+    image_id = candidate_id(seed.image_id, result.job.index)
+    png = (out / "images" / f"{image_id}.png").resolve()
+    atomic_write_bytes(png, _png(result.image))
+    record = {k: v for k, v in plan.params.record().items() if k != "random_seed"}
+    record["base_random_seed"] = plan.params.random_seed
+    record["model"] = plan.backend.model_name
+    record["resolution"] = plan.backend.resolution
+    record.update(result.details)
+    if hasattr(plan.backend, "torch_dtype"):
+        record["precision"] = str(plan.backend.torch_dtype()).removeprefix("torch.")
+    row = {
+        **record,
+        "image_id": image_id,
+        "path": str(png),
+        "label": seed.label,
+        "fst": seed.fst,
+        "origin": "synthetic",
+        "parent_id": seed.image_id,
+        "candidate": result.job.index,
+        "prompt": result.job.prompt,
+        "random_seed": result.job.random_seed if plan.params.backend != "openai" else "",
+        "seconds": round(result.seconds, 4),
+        "device": device,
+        "seed_crop": str(seed.crop_path.resolve()),
+        "seed_mask": str(seed.mask_path.resolve()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    atomic_write_json(out / "candidates" / f"{image_id}.json", row)
+
+
+def _record_failure(out: Path, seed_id: str, message: str, refused: bool) -> dict[str, Any]:
+    failure = {
+        "seed_id": seed_id,
+        "kind": "refused" if refused else "error",
+        "message": message,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    atomic_write_json(out / "failures" / f"{seed_id}.json", failure)
+    return failure
+
+
+def _jobs(plan: RunPlan, summary: RunSummary) -> list[Job]:
+    jobs: list[Job] = []
+    for seed in plan.seeds:
+        for index in range(plan.n):
+            row = _finished(plan.out, candidate_id(seed.image_id, index))
+            if row is not None:
+                if row.get("prompt") != seed.prompt:
+                    raise DermsynthError(
+                        f"{plan.out}: candidate {row['image_id']} was made with prompt "
+                        f"{row.get('prompt')!r}, the prompt is now {seed.prompt!r}; write this "
+                        "run to a new --out"
+                    )
+                summary.already += 1
+                continue
+            use_image = plan.params.mode != "text2img"
+            jobs.append(
+                Job(
+                    seed_id=seed.image_id,
+                    index=index,
+                    prompt=seed.prompt,
+                    image=seed.crop if use_image else None,
+                    mask=seed.mask if plan.params.mode == "inpaint" else None,
+                    random_seed=derive_seed(plan.params.random_seed, seed.image_id, index),
+                    label=seed.label,
+                    fst=seed.fst,
+                )
+            )
+    return jobs
+
+
+def _chunks(jobs: list[Job], size: int) -> list[list[Job]]:
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+def execute(plan: RunPlan, *, progress: bool = True) -> RunSummary:
+    """Make the missing candidates of a planned run; one seed's failure does not stop the rest."""
+    from tqdm.auto import tqdm
+
+    summary = RunSummary(plan.out)
+    summary.total = len(plan.seeds) * plan.n
+    _clean_partials(plan.out)
+    jobs = _jobs(plan, summary)
+    if not jobs:
+        return summary
+    by_seed = {s.image_id: s for s in plan.seeds}
+    plan.backend.load()
+    device = plan.backend.device_name()
+    failed: dict[str, dict[str, Any]] = {}
+
+    def run_chunk(chunk: list[Job]) -> None:
+        try:
+            results = plan.backend.generate(chunk)
+        except BackendFailure as exc:
+            seed_ids = list(dict.fromkeys(j.seed_id for j in chunk))
+            if len(seed_ids) > 1:
+                # A mixed batch failed: retry seed by seed so only the culprit is marked.
+                for seed_id in seed_ids:
+                    run_chunk([j for j in chunk if j.seed_id == seed_id])
+                return
+            failed[seed_ids[0]] = _record_failure(plan.out, seed_ids[0], str(exc), exc.refused)
+            bar.update(len(chunk))
+            return
+        for result in results:
+            if result.image is None:
+                failed[result.job.seed_id] = _record_failure(
+                    plan.out, result.job.seed_id, result.error or "no image", result.refused
+                )
+            else:
+                _save(plan, by_seed[result.job.seed_id], result, device)
+                summary.made += 1
+            bar.update(1)
+
+    # Batches may span seeds (a full GPU batch even with small n); order stays seed-major.
+    with tqdm(total=len(jobs), desc="generating", unit="img", disable=not progress) as bar:
+        for chunk in _chunks(jobs, max(1, plan.params.batch_size)):
+            run_chunk(chunk)
+
+    for seed in plan.seeds:
+        if seed.image_id not in failed:
+            (plan.out / "failures" / f"{seed.image_id}.json").unlink(missing_ok=True)
+    summary.failures = list(failed.values())
+    return summary
+
+
+def assemble_manifest(out: str | os.PathLike[str], seed_ids: Iterable[str], n: int) -> pd.DataFrame:
+    """Rows of the finished candidates of ``seed_ids`` (candidates 0..n-1), in order."""
+    out = Path(out)
+    rows = []
+    for seed_id in seed_ids:
+        for index in range(n):
+            row = _finished(out, candidate_id(seed_id, index))
+            if row is not None:
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_outputs(
+    plan: RunPlan, summary: RunSummary, manifest_path: Path | None = None
+) -> RunSummary:
+    """Write the manifest (and the failures table) of a run's seeds."""
+    manifest = assemble_manifest(plan.out, [s.image_id for s in plan.seeds], plan.n)
+    path = manifest_path or plan.out / MANIFEST_FILE
+    if manifest.empty:
+        manifest = pd.DataFrame(columns=["image_id", "path", "label", "fst", "origin", "parent_id"])
+    write_manifest(manifest, path)
+    summary.manifest = path
+    failures_path = plan.out / FAILURES_FILE
+    if summary.failures:
+        from dermsynth.io import atomic_write_csv
+
+        atomic_write_csv(failures_path, pd.DataFrame(summary.failures))
+    elif manifest_path is None:
+        failures_path.unlink(missing_ok=True)
+    return summary
+
+
+def generate(
+    seeds_csv: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    params: GenerationParams,
+    n: int = 8,
+    *,
+    prompts_csv: str | os.PathLike[str] | None = None,
+    template: str = PAPER_TEMPLATE,
+    mask: MaskParams | None = None,
+    progress: bool = True,
+    seed_ids: Sequence[str] | None = None,
+    manifest_path: str | os.PathLike[str] | None = None,
+    on_planned: Callable[[RunPlan], None] | None = None,
+) -> RunSummary:
+    """Generate ``n`` candidates per seed into ``out`` (resumable); returns what it did."""
+    plan = plan_run(
+        seeds_csv, out, params, n, prompts_csv=prompts_csv, template=template, mask=mask,
+        seed_ids=seed_ids, write_run_file=seed_ids is None,
+    )
+    if on_planned is not None:
+        on_planned(plan)
+    summary = execute(plan, progress=progress)
+    return write_outputs(plan, summary, Path(manifest_path) if manifest_path else None)
