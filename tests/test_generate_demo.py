@@ -21,13 +21,16 @@ from dermsynth.generate.demo_model import (
 )
 
 TINY_TRAIN = ["--resolution", "16", "--batch-size", "8", "--learning-rate", "3e-3", "--no-progress"]
+DEMO_FAST = ["--backend", "demo", "--steps", "10", "--guidance", "2", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     """A tiny simulated set (one image per condition x FST cell) as a manifest."""
     folder = tmp_path_factory.mktemp("sim")
-    csv = simulate_dataset(folder, scale=0.01, image_size=64, random_seed=5, workers=1, progress=False)
+    csv = simulate_dataset(
+        folder, scale=0.01, image_size=64, random_seed=5, workers=1, progress=False
+    )
     return load_manifest(csv)
 
 
@@ -47,7 +50,9 @@ def test_train_demo_learns_and_writes_a_loadable_folder(tmp_path, run_cli, tiny_
     csv = tmp_path / "manifest.csv"
     tiny_data.to_csv(csv, index=False)
     out = tmp_path / "model"
-    result = run_cli("generator", "train-demo", "--data", csv, "--out", out, "--steps", "40", *TINY_TRAIN)
+    result = run_cli(
+        "generator", "train-demo", "--data", csv, "--out", out, "--steps", "40", *TINY_TRAIN
+    )
     assert result.code == 0, result.stderr
     assert "wrote" in result.stdout and "--backend demo" in result.stdout
     meta = read_meta(out)
@@ -64,16 +69,24 @@ def test_train_demo_learns_and_writes_a_loadable_folder(tmp_path, run_cli, tiny_
 
     # The same command again finds the folder trained and returns at once.
     stamp = (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
-    assert run_cli("generator", "train-demo", "--data", csv, "--out", out, "--steps", "40", *TINY_TRAIN).code == 0
+    assert (
+        run_cli(
+            "generator", "train-demo", "--data", csv, "--out", out, "--steps", "40", *TINY_TRAIN
+        ).code
+        == 0
+    )
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
 
 
 def test_training_uses_only_train_rows_and_resumes_exactly(tmp_path, tiny_data, monkeypatch):
     plan = tiny_data.copy()
-    plan["split"] = np.where(plan["fst"].isin([1, 2]), "train", np.where(plan["fst"] == 6, "seed", "test"))
+    plan["split"] = np.where(
+        plan["fst"].isin([1, 2]), "train", np.where(plan["fst"] == 6, "seed", "test")
+    )
     csv = tmp_path / "plan.csv"
     plan.to_csv(csv, index=False)
-    kwargs = dict(resolution=16, steps=12, batch_size=4, learning_rate=3e-3, checkpoint_every=5, progress=False)
+    kwargs = {"resolution": 16, "steps": 12, "batch_size": 4, "learning_rate": 3e-3}
+    kwargs |= {"checkpoint_every": 5, "progress": False}
     whole = train_demo_generator(csv, tmp_path / "whole", **kwargs)
     meta = read_meta(whole)
     assert meta["data"]["images"] == int((plan["split"] == "train").sum())
@@ -107,7 +120,9 @@ def test_shipped_model_is_small_and_documented(shipped):
     size = sum(p.stat().st_size for p in SHIPPED_MODEL.rglob("*") if p.is_file())
     assert size < 5 * 1024 * 1024
     meta = shipped.meta
-    assert meta["data"]["note"].startswith("simulate_dataset(scale=1.0, image_size=256, random_seed=1000")
+    assert meta["data"]["note"].startswith(
+        "simulate_dataset(scale=1.0, image_size=256, random_seed=1000"
+    )
     assert "train-demo" in (SHIPPED_MODEL / "README.txt").read_text()
     assert shipped.resolution == 32 and len(shipped.conditions) == 7
 
@@ -128,8 +143,9 @@ def test_variations_are_reproducible_per_seed_and_follow_the_seed(shipped, tiny_
         seed = handle.convert("RGB").resize((32, 32))
     args = (["psoriasis"] * 3, [6] * 3, [11, 11, 12])
     first = shipped.generate(*args, images=[seed] * 3, strength=0.6, steps=10, guidance=2.0)
-    again = shipped.generate(*args[:2], [11, 12, 11], images=[seed] * 3, strength=0.6, steps=10,
-                             guidance=2.0, size=64)
+    again = shipped.generate(
+        *args[:2], [11, 12, 11], images=[seed] * 3, strength=0.6, steps=10, guidance=2.0, size=64
+    )
     pixels = [np.asarray(im, dtype=float) for im in first]
     assert np.abs(pixels[0] - pixels[1]).max() <= 1, "same random seed, same image"
     assert np.abs(pixels[0] - pixels[2]).mean() > 2, "another random seed, another image"
@@ -145,9 +161,8 @@ def test_variations_are_reproducible_per_seed_and_follow_the_seed(shipped, tiny_
 def test_generate_cli_with_the_demo_backend(tmp_path, run_cli, tiny_data):
     seeds = _seeds(tiny_data, tmp_path)
     out = tmp_path / "run"
-    args = ["generate", "--seeds", seeds, "--backend", "demo", "--n", "2", "--mode", "img2img",
-            "--steps", "10", "--guidance", "2", "--strength", "0.6", "--out", out, "--no-progress"]
-    result = run_cli(*args)
+    args = ["generate", "--seeds", seeds, "--out", out, *DEMO_FAST, "--n", "2", "--mode", "img2img"]
+    result = run_cli(*args, "--strength", "0.6")
     assert result.code == 0, result.stderr
     assert "made 4 image(s)" in result.stdout
     manifest = load_manifest(out / "manifest.csv")
@@ -160,12 +175,23 @@ def test_generate_cli_with_the_demo_backend(tmp_path, run_cli, tiny_data):
             assert image.size == (32, 32)
     run = json.loads((out / "run.json").read_text())
     assert run["backend"] == "demo" and run["resolution"] == 32
-    assert "made 0 image(s), 4 already there" in run_cli(*args).stdout
+    assert "made 0 image(s), 4 already there" in run_cli(*args, "--strength", "0.6").stdout
 
     upscaled = tmp_path / "run64"
-    result = run_cli("generate", "--seeds", seeds, "--backend", "demo", "--n", "1", "--mode",
-                     "text2img", "--steps", "10", "--guidance", "2", "--resolution", "64",
-                     "--out", upscaled, "--no-progress")
+    result = run_cli(
+        "generate",
+        "--seeds",
+        seeds,
+        "--out",
+        upscaled,
+        *DEMO_FAST,
+        "--n",
+        "1",
+        "--mode",
+        "text2img",
+        "--resolution",
+        "64",
+    )
     assert result.code == 0, result.stderr
     with Image.open(load_manifest(upscaled / "manifest.csv")["path"].iloc[0]) as image:
         assert image.size == (64, 64)
@@ -173,9 +199,11 @@ def test_generate_cli_with_the_demo_backend(tmp_path, run_cli, tiny_data):
 
 def test_bad_demo_inputs_stop_with_a_message(tmp_path, run_cli, tiny_data):
     seeds = _seeds(tiny_data, tmp_path, count=1)
-    base = ["generate", "--seeds", seeds, "--backend", "demo", "--out", tmp_path / "run", "--no-progress"]
+    base = ["generate", "--seeds", seeds, "--out", tmp_path / "run", *DEMO_FAST]
     result = run_cli(*base, "--mode", "img2img", "--model", tmp_path / "missing")
-    assert result.code == 2 and "demo model folder" in result.stderr and "not found" in result.stderr
+    assert (
+        result.code == 2 and "demo model folder" in result.stderr and "not found" in result.stderr
+    )
     (tmp_path / "empty").mkdir()
     result = run_cli(*base, "--mode", "img2img", "--model", tmp_path / "empty")
     assert result.code == 2 and "not a demo generator folder" in result.stderr
@@ -183,7 +211,9 @@ def test_bad_demo_inputs_stop_with_a_message(tmp_path, run_cli, tiny_data):
     assert result.code == 2 and "use --mode img2img" in result.stderr
     result = run_cli(*base, "--mode", "img2img", "--lora", tmp_path)
     assert result.code == 2 and "no --lora" in result.stderr
-    result = run_cli("generator", "train-demo", "--data", seeds, "--out", tmp_path / "m", "--resolution", "12")
+    result = run_cli(
+        "generator", "train-demo", "--data", seeds, "--out", tmp_path / "m", "--resolution", "12"
+    )
     assert result.code == 2 and "--resolution" in result.stderr
 
 
@@ -192,8 +222,20 @@ def test_unknown_condition_fails_only_its_seed(tmp_path, run_cli, tiny_data):
     seeds.iloc[0, seeds.columns.get_loc("label")] = "eczema"
     csv = tmp_path / "seeds.csv"
     seeds.to_csv(csv, index=False)
-    result = run_cli("generate", "--seeds", csv, "--backend", "demo", "--n", "1", "--mode", "img2img",
-                     "--steps", "4", "--batch-size", "1", "--out", tmp_path / "run", "--no-progress")
+    result = run_cli(
+        "generate",
+        "--seeds",
+        csv,
+        "--out",
+        tmp_path / "run",
+        *DEMO_FAST,
+        "--n",
+        "1",
+        "--mode",
+        "img2img",
+        "--batch-size",
+        "1",
+    )
     assert result.code == 0, result.stderr
     assert "1 seed(s) failed" in result.stderr
     failures = pd.read_csv(tmp_path / "run" / "failures.csv")

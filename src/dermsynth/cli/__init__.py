@@ -52,13 +52,13 @@ def _root(
 
 @app.command()
 def demo(
-    out: str = typer.Option("dermsynth-demo", "--out", help="Folder for the demo's run."),
+    out: str = typer.Option("dermsynth-demo", "--out", help="Folder for the demo's data, study and report."),
 ) -> None:
-    """Run the whole protocol on simulated data and write a report (coming with the study runner)."""
-    raise DermsynthError(
-        "the demo is not available yet in this version: it lands with the study runner. "
-        f"Meanwhile try `dermsynth data simulate --out {out}` and `dermsynth data summary`."
-    )
+    """Run the whole protocol on simulated data (minutes on a laptop CPU) and write its report."""
+    from dermsynth.study.demo import run_demo
+
+    report = run_demo(out)
+    typer.echo(f"report: {report}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,11 @@
 """The demo's generator: a small condition- and skin-type-conditional pixel-space diffusion model.
 
-The model is a diffusers ``UNet2DModel`` (32x32 RGB by default, about 1.1 M parameters) that
-predicts the noise of a DDPM forward process (epsilon prediction, cosine schedule, 1000 steps),
-trained with the plain MSE loss and AdamW. It is conditioned on the image's condition and
+The model is a diffusers ``UNet2DModel`` (32x32 RGB by default, about 1.1 M parameters) trained
+on a DDPM forward process (cosine schedule, 1000 steps) with the plain MSE loss and AdamW. It
+predicts the velocity ``v = sqrt(a) * noise - sqrt(1 - a) * image`` rather than the noise: with
+noise prediction the nearly pure-noise steps, which decide a pure sample's overall colour (the
+skin tone), carry almost no weight in the loss, and a small model trained for minutes never
+learns them; the v target weights them fully and changes nothing else. It is conditioned on the image's condition and
 Fitzpatrick skin type (FST) through a factorised class embedding: one learned vector per
 condition plus one per FST, summed and added to the timestep embedding
 (``class_embed_type="identity"``). A separate embedding per (condition, FST) pair would learn each
@@ -19,7 +22,7 @@ the batch they ran in.
 A model folder holds ``save_pretrained`` pieces and two small files::
 
     unet/                      UNet2DModel config and safetensors (the EMA weights)
-    scheduler/                 the sampling scheduler (DDIM, trailing timesteps)
+    scheduler/                 the sampling scheduler (DDIM, timesteps T-1 to 0)
     conditioning.safetensors   condition and FST embeddings (EMA)
     demo_model.json            condition index, training settings, data fingerprint, loss curve
     README.txt                 what the folder is and the command that reproduces it
@@ -209,18 +212,22 @@ def _noise_schedule_config() -> dict[str, Any]:
     return {
         "num_train_timesteps": 1000,
         "beta_schedule": "squaredcos_cap_v2",
-        "prediction_type": "epsilon",
+        "prediction_type": "v_prediction",
     }
 
 
 def sampling_scheduler() -> Any:
-    """DDIM with trailing timesteps: the first step starts at pure noise (t = T - 1)."""
+    """DDIM over evenly spaced timesteps from pure noise (t = T - 1) down to t = 0.
+
+    Starting at T - 1 makes pure samples start from pure noise; ending at 0 lets the last step
+    remove the faint noise that a small model's coarser steps leave behind.
+    """
     diffusers = _diffusers()
     return diffusers.DDIMScheduler(
         **_noise_schedule_config(),
         clip_sample=True,
         set_alpha_to_one=True,
-        timestep_spacing="trailing",
+        timestep_spacing="linspace",
     )
 
 
@@ -285,6 +292,7 @@ def _learning_rate(params: DemoTrainParams, step: int) -> float:
 def _settings(params: DemoTrainParams) -> dict[str, Any]:
     out = asdict(params)
     out["block_out_channels"] = list(params.block_out_channels)
+    out["noise_schedule"] = _noise_schedule_config()
     return out
 
 
@@ -417,7 +425,7 @@ def train_demo_generator(
         f = torch.where(drop, torch.full_like(fst[pick], NULL_FST), fst[pick])
         noisy = train_scheduler.add_noise(x0, noise, t)
         predicted = unet(noisy, t, class_labels=embedding(c, f)).sample
-        loss = torch.nn.functional.mse_loss(predicted, noise)
+        loss = torch.nn.functional.mse_loss(predicted, train_scheduler.get_velocity(x0, noise, t))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -472,6 +480,7 @@ def train_demo_generator(
         },
         "loss_curve": _loss_curve(losses),
         "train_seconds": round(seconds_before + time.perf_counter() - began, 1),
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
     }
@@ -517,12 +526,12 @@ def _readme(meta: dict[str, Any]) -> str:
             f"Data fingerprint (sha256 of ids, labels, FST and image bytes): {meta['data_fingerprint']}",
             f"Training: {s['steps']} steps, batch {s['batch_size']}, AdamW lr {s['learning_rate']} "
             f"(cosine, {s['warmup_steps']} warm-up), EMA {s['ema_decay']}, "
-            f"{meta['train_seconds']} s on CPU.",
+            f"{meta['train_seconds']} s on CPU ({meta.get('threads', '?')} thread(s)).",
             f"Final loss (mean of the last window): {meta['loss_curve'][-1][1] if meta['loss_curve'] else 'n/a'}.",
             "",
-            "Reproduce (the same weights on the same machine and thread count; float rounding may",
-            "differ slightly elsewhere):",
-            f"  {command}",
+            "Reproduce (the same weights on the same machine and thread count, e.g. with",
+            "OMP_NUM_THREADS set; float rounding may differ slightly elsewhere):",
+            f"  OMP_NUM_THREADS={meta.get('threads', 1)} {command}",
             "",
         ]
     )
@@ -710,11 +719,11 @@ class DemoGenerator:
             model_in = sched.scale_model_input(x, t)
             if use_cfg:
                 model_in = torch.cat([model_in, model_in])
-            eps = self.unet(model_in, t, class_labels=class_emb).sample
+            predicted = self.unet(model_in, t, class_labels=class_emb).sample
             if use_cfg:
-                cond_eps, uncond_eps = eps.chunk(2)
-                eps = uncond_eps + guidance * (cond_eps - uncond_eps)
-            x = sched.step(eps, t, x, **step_kwargs).prev_sample
+                conditional, unconditional = predicted.chunk(2)
+                predicted = unconditional + guidance * (conditional - unconditional)
+            x = sched.step(predicted, t, x, **step_kwargs).prev_sample
         out = from_pixels(x)
         if size and size != res:
             out = [im.resize((size, size), Image.Resampling.BICUBIC) for im in out]

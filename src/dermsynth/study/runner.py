@@ -57,14 +57,22 @@ def claim_folder(config: StudyConfig, out: Path, *, force: bool = False) -> None
             f"{out} exists and is not a dermsynth study folder; choose an empty or new --out folder"
         )
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, {"config": config.model_dump(mode="json"), "fingerprint": fingerprint})
+    atomic_write_json(
+        marker, {"config": config.model_dump(mode="json"), "fingerprint": fingerprint}
+    )
 
 
 def generation_params(config: StudyConfig) -> Any:
     """The config's generator settings as :class:`GenerationParams` (unknown keys refused)."""
     from dermsynth.generate.backends.base import GenerationParams
 
-    fields = {f.name for f in dataclasses.fields(GenerationParams)} - {"backend", "model", "mode", "lora", "extra"}
+    fields = {f.name for f in dataclasses.fields(GenerationParams)} - {
+        "backend",
+        "model",
+        "mode",
+        "lora",
+        "extra",
+    }
     unknown = sorted(set(config.generator.params) - fields)
     if unknown:
         raise DermsynthError(
@@ -88,10 +96,17 @@ def train_config(config: StudyConfig, repeat: int, classes: list[str]) -> Any:
 
     clf = config.classifier
     return TrainConfig(
-        backbone=clf.backbone, weights=clf.weights, finetune=clf.fine_tune, epochs=clf.epochs,
-        batch_size=clf.batch_size, lr=clf.lr, image_size=clf.image_size,
+        backbone=clf.backbone,
+        weights=clf.weights,
+        finetune=clf.fine_tune,
+        epochs=clf.epochs,
+        batch_size=clf.batch_size,
+        lr=clf.lr,
+        image_size=clf.image_size,
         path="features" if clf.fast_path and not clf.fine_tune else "images",
-        views=clf.train_views, seed=config.random_seed + repeat, classes=tuple(classes),
+        views=clf.train_views,
+        seed=config.random_seed + repeat,
+        classes=tuple(classes),
         progress=False,
     )
 
@@ -102,9 +117,7 @@ def _dose_rows(selected: pd.DataFrame, dose: int) -> pd.DataFrame:
     return kept.head(dose)
 
 
-def run_manifest(
-    plan: pd.DataFrame, spec: RunSpec, selected: pd.DataFrame | None
-) -> pd.DataFrame:
+def run_manifest(plan: pd.DataFrame, spec: RunSpec, selected: pd.DataFrame | None) -> pd.DataFrame:
     """Training and test rows of one run: real training rows, the augmented condition's seeds
     (``real+seed`` arms), its selected synthetic images up to the dose, and the test rows."""
     train = plan[plan["split"] == "train"]
@@ -128,8 +141,15 @@ def run_manifest(
 class StudyRunner:
     """Carries one study through its steps; each step is a method that can be called alone."""
 
-    def __init__(self, config: StudyConfig, out: str | Path, *, force: bool = False,
-                 echo: Echo = _stderr, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        out: str | Path,
+        *,
+        force: bool = False,
+        echo: Echo = _stderr,
+        progress: bool = True,
+    ) -> None:
         self.config = config
         self.out = Path(out)
         self.echo = echo
@@ -137,8 +157,12 @@ class StudyRunner:
         claim_folder(config, self.out, force=force)
         ds = config.dataset
         self.manifest = load_manifest(
-            ds.csv, fst_column=ds.fst_column, id_column=ds.id_column,
-            label_column=ds.label_column, path_column=ds.path_column, images_dir=ds.images,
+            ds.csv,
+            fst_column=ds.fst_column,
+            id_column=ds.id_column,
+            label_column=ds.label_column,
+            path_column=ds.path_column,
+            images_dir=ds.images,
         )
         self.plan = plan_study(config, self.manifest)
         self.runs = study_grid(config)
@@ -176,15 +200,24 @@ class StudyRunner:
                 seeds = plan[(plan["split"] == "seed") & (plan["label"] == condition)]
                 seeds_csv = folder / "seeds.csv"
                 write_manifest(seeds, seeds_csv, first=PLAN_COLUMNS)
-                self.echo(f"generating {len(seeds)} x {self.config.candidates_per_seed} candidates: {name}, {condition}")
-                summary = generate(seeds_csv, folder, params, self.config.candidates_per_seed,
-                                   progress=self.progress)
+                self.echo(
+                    f"generating {len(seeds)} x {self.config.candidates_per_seed} candidates: {name}, {condition}"
+                )
+                summary = generate(
+                    seeds_csv,
+                    folder,
+                    params,
+                    self.config.candidates_per_seed,
+                    progress=self.progress,
+                )
                 if summary.failures:
                     raise DermsynthError(
                         f"generation for {name}, {condition}: {len(summary.failures)} seed(s) failed "
                         f"(see {folder / 'failures.csv'}); run the study again to retry them"
                     )
-                atomic_write_json(folder / layout.DONE_FILE, {"made": summary.made, "already": summary.already})
+                atomic_write_json(
+                    folder / layout.DONE_FILE, {"made": summary.made, "already": summary.already}
+                )
 
     def select(self) -> None:
         """Keep the best ``synthetic_per_seed`` candidates of each seed (leakage-guarded)."""
@@ -206,10 +239,14 @@ class StudyRunner:
                 )
                 if classifier is None:
                     options.weights.pop("pathology", None)
-                self.echo(f"selecting {self.config.synthetic_per_seed} per seed: {name}, {condition}")
+                self.echo(
+                    f"selecting {self.config.synthetic_per_seed} per seed: {name}, {condition}"
+                )
                 result = select_candidates(
-                    layout.generation_dir(self.out, name, condition) / "manifest.csv", out,
-                    options=options, test_csv=layout.splits_path(self.out, name),
+                    layout.generation_dir(self.out, name, condition) / "manifest.csv",
+                    out,
+                    options=options,
+                    test_csv=layout.splits_path(self.out, name),
                 )
                 atomic_write_json(out.parent / layout.DONE_FILE, {"notes": result.notes})
 
@@ -228,7 +265,9 @@ class StudyRunner:
 
     def train(self, specs: list[RunSpec]) -> None:
         """Train (or reuse) the classifier of each run."""
-        todo = [s for s in specs if not (layout.run_dir(self.out, s.run_id) / layout.DONE_FILE).exists()]
+        todo = [
+            s for s in specs if not (layout.run_dir(self.out, s.run_id) / layout.DONE_FILE).exists()
+        ]
         if not todo:
             return
         if self.config.executor.kind == "ray":
@@ -242,13 +281,24 @@ class StudyRunner:
         try:
             import ray
         except ImportError:
-            raise DermsynthError("executor.kind is 'ray' but Ray is not installed: pip install 'dermsynth[ray]'") from None
+            raise DermsynthError(
+                "executor.kind is 'ray' but Ray is not installed: pip install 'dermsynth[ray]'"
+            ) from None
         if not ray.is_initialized():
-            ray.init(address=self.config.executor.address, num_cpus=None if self.config.executor.address
-                     else self.config.executor.workers, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address=self.config.executor.address,
+                num_cpus=None if self.config.executor.address else self.config.executor.workers,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
         remote = ray.remote(train_one)
         self.echo(f"training {len(todo)} runs on Ray")
-        ray.get([remote.remote(self.out, self.config, spec, self.conditions, self._selected(spec)) for spec in todo])
+        ray.get(
+            [
+                remote.remote(self.out, self.config, spec, self.conditions, self._selected(spec))
+                for spec in todo
+            ]
+        )
 
     def _selected(self, spec: RunSpec) -> pd.DataFrame | None:
         if spec.arm != "real+seed+synthetic":
@@ -279,8 +329,12 @@ class StudyRunner:
         results = layout.results_dir(self.out)
         atomic_write_csv(results / "runs.csv", pd.DataFrame(status))
         if accuracy:
-            atomic_write_csv(results / "accuracy.csv", _meta_first(pd.concat(accuracy, ignore_index=True)))
-            atomic_write_csv(results / "groups.csv", _meta_first(pd.concat(groups, ignore_index=True)))
+            atomic_write_csv(
+                results / "accuracy.csv", _meta_first(pd.concat(accuracy, ignore_index=True))
+            )
+            atomic_write_csv(
+                results / "groups.csv", _meta_first(pd.concat(groups, ignore_index=True))
+            )
         atomic_write_csv(results / "paired.csv", self._paired(predictions))
         atomic_write_csv(results / "figure2.csv", self._figure2())
 
@@ -293,20 +347,32 @@ class StudyRunner:
                 continue
             baselines = [RunSpec(spec.direction, "real", repeat=spec.repeat)]
             if spec.arm == "real+seed+synthetic":
-                baselines.append(RunSpec(spec.direction, "real+seed", spec.augmented, repeat=spec.repeat))
+                baselines.append(
+                    RunSpec(spec.direction, "real+seed", spec.augmented, repeat=spec.repeat)
+                )
             for base in baselines:
                 if base.run_id not in predictions:
                     continue
                 table = compare_predictions(
-                    predictions[base.run_id], predictions[spec.run_id],
-                    list(self.directions[spec.direction].tests), random_seed=self.config.random_seed,
+                    predictions[base.run_id],
+                    predictions[spec.run_id],
+                    list(self.directions[spec.direction].tests),
+                    random_seed=self.config.random_seed,
                 )
-                rows.append(table.assign(
-                    direction=spec.direction, augmented=spec.augmented, repeat=spec.repeat,
-                    arm_a=base.arm, arm_b=spec.arm, dose_b=spec.dose,
-                ))
+                rows.append(
+                    table.assign(
+                        direction=spec.direction,
+                        augmented=spec.augmented,
+                        repeat=spec.repeat,
+                        arm_a=base.arm,
+                        arm_b=spec.arm,
+                        dose_b=spec.dose,
+                    )
+                )
         if not rows:
-            return pd.DataFrame(columns=["direction", "augmented", "repeat", "arm_a", "arm_b", "dose_b"])
+            return pd.DataFrame(
+                columns=["direction", "augmented", "repeat", "arm_a", "arm_b", "dose_b"]
+            )
         frame = pd.concat(rows, ignore_index=True)
         first = ["direction", "augmented", "repeat", "arm_a", "arm_b", "dose_b"]
         return frame[first + [c for c in frame.columns if c not in first]]
@@ -325,12 +391,22 @@ class StudyRunner:
                     frame = load_manifest(path)
                     kept = frame[final_selection(frame).to_numpy()]
                     for row in kept.sort_values(["parent_id", "rank"]).itertuples():
-                        rows.append({
-                            "direction": name, "condition": condition, "seed_id": row.parent_id,
-                            "seed_path": seeds.loc[row.parent_id, "path"] if row.parent_id in seeds.index else "",
-                            "synthetic_path": row.path, "rank": row.rank,
-                        })
-        return pd.DataFrame(rows, columns=["direction", "condition", "seed_id", "seed_path", "synthetic_path", "rank"])
+                        rows.append(
+                            {
+                                "direction": name,
+                                "condition": condition,
+                                "seed_id": row.parent_id,
+                                "seed_path": seeds.loc[row.parent_id, "path"]
+                                if row.parent_id in seeds.index
+                                else "",
+                                "synthetic_path": row.path,
+                                "rank": row.rank,
+                            }
+                        )
+        return pd.DataFrame(
+            rows,
+            columns=["direction", "condition", "seed_id", "seed_path", "synthetic_path", "rank"],
+        )
 
     def run(self) -> Path:
         """Every step in order; returns the run folder."""
@@ -351,8 +427,9 @@ def _meta_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
-def train_one(out: Path, config: StudyConfig, spec: RunSpec, classes: list[str],
-              selected: pd.DataFrame | None) -> str:
+def train_one(
+    out: Path, config: StudyConfig, spec: RunSpec, classes: list[str], selected: pd.DataFrame | None
+) -> str:
     """Train and evaluate one run into ``RUN/runs/<run_id>`` (a no-op when it is done)."""
     from dermsynth.train.run import train_run
 
@@ -363,13 +440,25 @@ def train_one(out: Path, config: StudyConfig, spec: RunSpec, classes: list[str],
     rows = run_manifest(plan, spec, selected)
     manifest_path = folder / "manifest.csv"
     write_manifest(rows, manifest_path, first=PLAN_COLUMNS)
-    result = train_run(manifest_path, folder, train_config(config, spec.repeat, classes),
-                       cache_dir=layout.cache_dir(out))
-    atomic_write_json(folder / layout.DONE_FILE, {"seconds": round(result.seconds, 2), "reused": result.reused})
+    result = train_run(
+        manifest_path,
+        folder,
+        train_config(config, spec.repeat, classes),
+        cache_dir=layout.cache_dir(out),
+    )
+    atomic_write_json(
+        folder / layout.DONE_FILE, {"seconds": round(result.seconds, 2), "reused": result.reused}
+    )
     return spec.run_id
 
 
-def run_study(config: StudyConfig, out: str | Path, *, force: bool = False, echo: Echo = _stderr,
-              progress: bool = True) -> Path:
+def run_study(
+    config: StudyConfig,
+    out: str | Path,
+    *,
+    force: bool = False,
+    echo: Echo = _stderr,
+    progress: bool = True,
+) -> Path:
     """Run (or resume) a whole study into ``out``."""
     return StudyRunner(config, out, force=force, echo=echo, progress=progress).run()

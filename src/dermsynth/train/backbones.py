@@ -114,9 +114,12 @@ def timm_available() -> bool:
     return importlib.util.find_spec("timm") is not None
 
 
+COLOUR_TEXTURE = "colour-texture"
+
+
 def list_backbones() -> list[str]:
     """The built-in names (every timm model name works too where timm is installed)."""
-    return list(_TORCHVISION)
+    return [*_TORCHVISION, COLOUR_TEXTURE]
 
 
 def backbone_info(name: str) -> BackboneInfo:
@@ -124,6 +127,11 @@ def backbone_info(name: str) -> BackboneInfo:
     if name in _TORCHVISION:
         width, head_in, _ = _TORCHVISION[name]
         return BackboneInfo(name, 224, 256, IMAGENET_MEAN, IMAGENET_STD, width, head_in, "torchvision")
+    if name == COLOUR_TEXTURE:
+        from dermsynth.train.colour_texture import FEATURE_DIM, VERSION
+
+        return BackboneInfo(name, 128, 146, IMAGENET_MEAN, IMAGENET_STD, FEATURE_DIM, FEATURE_DIM,
+                            f"builtin-v{VERSION}")
     if timm_available():
         import timm
 
@@ -277,6 +285,8 @@ def build_backbone(
     frozen and exactly the head's are trained.
     """
     info = backbone_info(name)
+    if info.source.startswith("builtin"):
+        return _builtin_backbone(info, weights, n_classes, hidden, dropout)
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
         raise DermsynthError(f"weights {weights!r}: no such file; give 'imagenet', 'none' or a state-dict file")
     net = _build_net(info, weights)
@@ -290,3 +300,16 @@ def build_backbone(
         trunk, tail = _TORCHVISION[name][2](net, head)
     return Backbone(info, net, trunk, tail)
 
+
+
+def _builtin_backbone(info: BackboneInfo, weights: str, n_classes: int, hidden: int, dropout: float) -> Backbone:
+    from dermsynth.train.colour_texture import ColourTexture
+
+    if weights != "none":
+        raise DermsynthError(
+            f"backbone {info.name} has no learned weights; use weights 'none' (got {weights!r})"
+        )
+    trunk = ColourTexture(info.mean, info.std).requires_grad_(False)
+    head = recipe_head(info.head_in, n_classes, hidden, dropout)
+    tail = nn.Sequential(head)
+    return Backbone(info, nn.Sequential(OrderedDict(backbone=trunk, head=head)), trunk, tail)

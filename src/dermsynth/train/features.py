@@ -63,6 +63,7 @@ class FeatureStore:
                  spec: TransformSpec) -> None:
         self.parts = {
             "backbone": model.info.name,
+            "source": model.info.source,
             "weights": weights_id,
             "torch": torch.__version__.split("+")[0],
             "torchvision": torchvision.__version__.split("+")[0],

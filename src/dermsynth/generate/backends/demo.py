@@ -1,7 +1,8 @@
 """The demo backend: the small conditional diffusion model of :mod:`dermsynth.generate.demo_model`.
 
 ``--backend demo`` runs offline on a CPU in seconds. ``--model`` is a folder written by
-``dermsynth generator train-demo``, or empty for the model shipped with the package. Modes:
+``dermsynth generator train-demo``, or empty (or ``demo``) for the model shipped with the
+package. Modes:
 
 * ``img2img`` (the demo's): a variation of each seed crop (SDEdit): noised to
   ``--strength`` of the schedule, then denoised as the seed's condition on the seed's skin type.

@@ -1,0 +1,202 @@
+"""`dermsynth study run`: the whole protocol end to end on a tiny simulated set; resume; refusal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dermsynth.config import load_config
+from dermsynth.data.simulate import simulate_dataset
+from dermsynth.errors import DermsynthError
+from dermsynth.study import layout
+from dermsynth.study.demo import DEMO_CONFIG
+from dermsynth.study.runner import StudyRunner, run_manifest
+from dermsynth.study.grid import RunSpec
+
+CONDITIONS = [
+    "basal cell carcinoma",
+    "folliculitis",
+    "nematode infection",
+    "neutrophilic dermatoses",
+    "prurigo nodularis",
+    "psoriasis",
+    "squamous cell carcinoma",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sim")
+    return simulate_dataset(folder, scale=0.06, random_seed=3, image_size=96, progress=False)
+
+
+def _config(folder: Path, csv: Path, **overrides: object) -> Path:
+    config = {
+        "name": "tiny",
+        "simulated": True,
+        "dataset": {"csv": str(csv)},
+        "conditions": CONDITIONS,
+        "augmented": ["psoriasis"],
+        "directions": [{"train": [1, 2], "test": [[3, 4], [5, 6]]}],
+        "seeds_per_group": 2,
+        "candidates_per_seed": 3,
+        "synthetic_per_seed": 2,
+        "doses": [2],
+        "generator": {
+            "backend": "demo",
+            "model": "",
+            "mode": "img2img",
+            "params": {"steps": 4, "strength": 0.6, "batch_size": 8},
+        },
+        "classifier": {
+            "backbone": "colour-texture",
+            "weights": "none",
+            "epochs": 3,
+            "image_size": 64,
+            "train_views": 2,
+            "batch_size": 16,
+        },
+    }
+    config.update(overrides)
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_whole_study_end_to_end_then_resume_does_nothing(
+    tiny_data: Path, tmp_path: Path, run_cli
+) -> None:
+    config = _config(tmp_path, tiny_data)
+    out = tmp_path / "run"
+    result = run_cli("study", "run", config, "--out", out)
+    assert result.code == 0, result.stderr
+    runs = pd.read_csv(out / "results" / "runs.csv")
+    # 1 direction x (real + real+seed + dose 2 + full dose 4)
+    assert len(runs) == 4 and (runs["status"] == "done").all()
+    accuracy = pd.read_csv(out / "results" / "accuracy.csv", dtype={"fst_group": str})
+    assert set(accuracy["fst_group"]) == {"3-4", "5-6"}
+    assert set(accuracy["condition"]) == set(CONDITIONS)
+    plan = pd.read_csv(layout.splits_path(out, "train_1-2"))
+    test_ids = set(plan[plan["split"] == "test"]["image_id"])
+    seed_ids = set(plan[plan["split"] == "seed"]["image_id"])
+    for run_id in runs["run_id"]:
+        preds = pd.read_csv(layout.run_dir(out, run_id) / "predictions.csv")
+        assert set(preds["image_id"]) == test_ids  # every arm scored on the same test rows
+    synthetic_run = runs[(runs["arm"] == "real+seed+synthetic") & (runs["dose"] == 4)][
+        "run_id"
+    ].iloc[0]
+    trained_on = pd.read_csv(layout.run_dir(out, synthetic_run) / "manifest.csv")
+    assert (trained_on["origin"] == "synthetic").sum() == 4
+    assert set(trained_on[trained_on["split"] == "seed"]["image_id"]) == seed_ids
+    assert not test_ids & set(trained_on[trained_on["split"] != "test"]["image_id"])
+    paired = pd.read_csv(out / "results" / "paired.csv")
+    assert {"mcnemar_p", "diff_ci_low", "diff_ci_high"} <= set(paired.columns)
+    figure2 = pd.read_csv(out / "results" / "figure2.csv")
+    assert len(figure2) == 2 * 2  # two seeds, two kept each
+
+    models = sorted(out.glob("runs/*/model.pt"))
+    stamps = [m.stat().st_mtime_ns for m in models]
+    again = run_cli("study", "run", config, "--out", out)
+    assert again.code == 0, again.stderr
+    assert "training" not in again.stderr and "generating" not in again.stderr
+    assert [m.stat().st_mtime_ns for m in models] == stamps
+
+    report = run_cli("report", out)
+    assert report.code == 0, report.stderr
+    html = (out / "report" / "index.html").read_text()
+    assert "simulated" in html.lower()
+
+
+def test_a_folder_of_another_config_is_refused(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = load_config(_config(tmp_path, tiny_data, arms=["real"]))
+    StudyRunner(first, out)
+    other = load_config(_config(tmp_path, tiny_data, arms=["real"], random_seed=5))
+    with pytest.raises(DermsynthError, match="another config"):
+        StudyRunner(other, out)
+    StudyRunner(other, out, force=True)
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(DermsynthError, match="not a dermsynth study folder"):
+        StudyRunner(first, stranger)
+
+
+def test_killed_study_resumes_without_redoing_finished_runs(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, tiny_data, arms=["real", "real+seed"], repeats=3)
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-c",
+        "from dermsynth.cli import main; main()",
+        "study",
+        "run",
+        str(config),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("runs/*/done.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
+    assert 2 <= len(finished) < 6
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for name, stamp in finished.items():
+        assert (out / "runs" / name / "done.json").stat().st_mtime_ns == stamp
+        assert f"] {name}" not in done.stderr
+    runs = pd.read_csv(out / "results" / "runs.csv")
+    assert len(runs) == 6 and (runs["status"] == "done").all()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_dose_rows_spread_over_seeds() -> None:
+    plan = pd.DataFrame(
+        {
+            "image_id": ["t1", "s1", "s2", "x1"],
+            "label": ["a", "a", "a", "a"],
+            "fst": [1, 5, 6, 3],
+            "split": ["train", "seed", "seed", "test"],
+            "test_group": ["", "", "", "3-4"],
+            "origin": ["real", "seed", "seed", "real"],
+            "parent_id": ["", "", "", ""],
+            "path": [""] * 4,
+        }
+    )
+    selected = pd.DataFrame(
+        {
+            "image_id": ["s1_c00", "s1_c01", "s2_c00", "s2_c01"],
+            "parent_id": ["s1", "s1", "s2", "s2"],
+            "rank": [1, 2, 1, 2],
+            "label": ["a"] * 4,
+            "fst": [5, 5, 6, 6],
+            "origin": ["synthetic"] * 4,
+            "path": [""] * 4,
+        }
+    )
+    rows = run_manifest(plan, RunSpec("train_1-2", "real+seed+synthetic", "a", 2), selected)
+    assert sorted(rows[rows["origin"] == "synthetic"]["image_id"]) == ["s1_c00", "s2_c00"]
+    with pytest.raises(DermsynthError, match="8 synthetic images asked, 4 selected"):
+        run_manifest(plan, RunSpec("train_1-2", "real+seed+synthetic", "a", 8), selected)
+
+
+def test_examples_demo_is_the_packaged_demo_config() -> None:
+    examples = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
+    assert examples.read_text() == DEMO_CONFIG.read_text()
+    config = load_config(examples)
+    assert config.simulated and config.generator.backend == "demo"
