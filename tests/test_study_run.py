@@ -18,8 +18,8 @@ from dermsynth.data.simulate import simulate_dataset
 from dermsynth.errors import DermsynthError
 from dermsynth.study import layout
 from dermsynth.study.demo import DEMO_CONFIG
-from dermsynth.study.runner import StudyRunner, run_manifest
 from dermsynth.study.grid import RunSpec
+from dermsynth.study.runner import StudyRunner, run_manifest
 
 CONDITIONS = [
     "basal cell carcinoma",
