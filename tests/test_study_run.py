@@ -109,6 +109,26 @@ def test_whole_study_end_to_end_then_resume_does_nothing(
     assert "training" not in again.stderr and "generating" not in again.stderr
     assert [m.stat().st_mtime_ns for m in models] == stamps
 
+    # A reviewer rejects a kept candidate: only the runs trained on it are trained again.
+    selected_csv = layout.selection_path(out, "train_1-2", "psoriasis")
+    frame = pd.read_csv(selected_csv, keep_default_na=False)
+    kept = frame.index[
+        (frame["selected"].astype(str).str.lower() == "true") & (frame["rank"] == 2)
+    ][0]
+    frame.loc[kept, "reviewed"] = "rejected"
+    frame.to_csv(selected_csv, index=False)
+    reviewed = run_cli("study", "run", config, "--out", out)
+    assert reviewed.code == 0, reviewed.stderr
+    retrained = {
+        m.parent.name for m, s in zip(models, stamps, strict=True) if m.stat().st_mtime_ns != s
+    }
+    assert retrained == {synthetic_run}  # dose 2 takes the rank-1 images of each seed
+    dose4 = pd.read_csv(layout.run_dir(out, synthetic_run) / "manifest.csv")
+    synthetic = set(dose4[dose4["origin"] == "synthetic"]["image_id"])
+    assert (
+        frame.loc[kept, "image_id"] not in synthetic and len(synthetic) == 4
+    )  # next-best took its place
+
     report = run_cli("report", out)
     assert report.code == 0, report.stderr
     html = (out / "report" / "index.html").read_text()

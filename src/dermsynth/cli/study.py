@@ -63,6 +63,10 @@ def plan_command(
         f"(from the per-image times in the config: generator.seconds_per_image, "
         f"classifier.seconds_per_image)"
     )
+    typer.echo(
+        f"backbone passes: {cost['feature_views_shared']:,.0f} with features shared across runs "
+        f"({cost['feature_views_unshared']:,.0f} if each run computed its own)"
+    )
 
 
 @app.command("run")

@@ -9,7 +9,7 @@ from dermsynth.config import StudyConfig, load_config
 from dermsynth.study.runner import Echo, _stderr, run_study
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
-DEMO_SCALE = 0.25  # x the paper's Table 1 counts: about 700 images
+DEMO_SCALE = 0.5  # x the paper's Table 1 counts: about 1,400 images
 DEMO_IMAGE_SIZE = 256
 
 

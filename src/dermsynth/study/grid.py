@@ -183,6 +183,9 @@ def _estimate_cost(
     """Rough seconds, from the per-image times the config states for your hardware."""
     clf = config.classifier
     gen_seconds = float(generation["candidates"].sum()) * config.generator.seconds_per_image
+    test_views = runs.filter(like="test_").sum(axis=1)
+    # Backbone passes if every run computed its own features, as a per-run script does.
+    unshared = float((runs["train_total"] * clf.train_views + test_views).sum())
     if clf.fast_path and not clf.fine_tune:
         # Frozen features are computed once per image view and shared by every run.
         unique_train = pd.concat(
@@ -193,10 +196,12 @@ def _estimate_cost(
         ).nunique()
         views = (unique_train + int(generation["selected"].sum())) * clf.train_views + unique_test
         feature_seconds = views * clf.seconds_per_image
+        shared = float(views)
         head_seconds = float(runs["train_total"].sum()) * clf.epochs * 1e-4
     else:
         feature_seconds = 0.0
-        per_run = runs["train_total"] * clf.epochs + runs.filter(like="test_").sum(axis=1)
+        shared = unshared
+        per_run = runs["train_total"] * clf.epochs + test_views
         head_seconds = (
             float(per_run.sum()) * clf.seconds_per_image * (3.0 if clf.fine_tune else 1.0)
         )
@@ -205,4 +210,6 @@ def _estimate_cost(
         "feature_seconds": feature_seconds,
         "training_seconds": head_seconds,
         "total_seconds": gen_seconds + feature_seconds + head_seconds,
+        "feature_views_shared": shared,
+        "feature_views_unshared": unshared,
     }

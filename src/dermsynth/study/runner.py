@@ -10,6 +10,7 @@ selected once per direction. The folder layout is in :mod:`dermsynth.study.layou
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from dermsynth.data.manifest import load_manifest, write_manifest
 from dermsynth.data.splits import PLAN_COLUMNS
 from dermsynth.data.summary import fst_table
 from dermsynth.errors import DermsynthError
-from dermsynth.io import atomic_write_csv, atomic_write_json
+from dermsynth.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from dermsynth.study import layout
 from dermsynth.study.grid import RunSpec, directions_of, plan_study, study_grid
 
@@ -109,6 +110,25 @@ def train_config(config: StudyConfig, repeat: int, classes: list[str]) -> Any:
         classes=tuple(classes),
         progress=False,
     )
+
+
+def study_selection(frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` synthetic images per seed a study trains on: a reviewer's accepted images
+    first, then the best-ranked of the rest; excluded and rejected images never. A rejection
+    thus makes room for the next-best candidate of that seed."""
+
+    def text(column: str) -> pd.Series:
+        values = frame[column] if column in frame.columns else pd.Series("", index=frame.index)
+        return values.astype(str).str.strip().str.lower()
+
+    usable = frame[(~text("excluded").isin(["true", "1"])) & (text("reviewed") != "rejected")]
+    usable = usable.assign(
+        _accepted=(text("reviewed") != "accepted").loc[usable.index],
+        _rank=pd.to_numeric(usable.get("rank"), errors="coerce").fillna(float("inf")),
+    )
+    usable = usable.sort_values(["parent_id", "_accepted", "_rank", "image_id"], kind="stable")
+    kept = usable.groupby("parent_id", sort=False).head(k)
+    return kept.drop(columns=["_accepted", "_rank"])
 
 
 def _dose_rows(selected: pd.DataFrame, dose: int) -> pd.DataFrame:
@@ -264,20 +284,23 @@ class StudyRunner:
         return resolve_conditions(self.config.augmented, self.manifest["label"].unique())
 
     def train(self, specs: list[RunSpec]) -> None:
-        """Train (or reuse) the classifier of each run."""
-        todo = [
-            s for s in specs if not (layout.run_dir(self.out, s.run_id) / layout.DONE_FILE).exists()
-        ]
+        """Train the classifier of each run; a finished run is reused unless its training
+        images changed (e.g. a reviewer overrode the selection), then it is trained again."""
+        todo = []
+        for spec in specs:
+            selected = self._selected(spec)
+            if not run_is_current(self.out, spec, selected):
+                todo.append((spec, selected))
         if not todo:
             return
         if self.config.executor.kind == "ray":
             self._train_on_ray(todo)
             return
-        for i, spec in enumerate(todo, 1):
+        for i, (spec, selected) in enumerate(todo, 1):
             self.echo(f"training [{i}/{len(todo)}] {spec.run_id}")
-            train_one(self.out, self.config, spec, self.conditions, self._selected(spec))
+            train_one(self.out, self.config, spec, self.conditions, selected)
 
-    def _train_on_ray(self, todo: list[RunSpec]) -> None:
+    def _train_on_ray(self, todo: list[tuple[RunSpec, pd.DataFrame | None]]) -> None:
         try:
             import ray
         except ImportError:
@@ -295,18 +318,16 @@ class StudyRunner:
         self.echo(f"training {len(todo)} runs on Ray")
         ray.get(
             [
-                remote.remote(self.out, self.config, spec, self.conditions, self._selected(spec))
-                for spec in todo
+                remote.remote(self.out, self.config, spec, self.conditions, selected)
+                for spec, selected in todo
             ]
         )
 
     def _selected(self, spec: RunSpec) -> pd.DataFrame | None:
         if spec.arm != "real+seed+synthetic":
             return None
-        from dermsynth.select.selection import final_selection
-
         frame = load_manifest(layout.selection_path(self.out, spec.direction, spec.augmented))
-        return frame[final_selection(frame).to_numpy()]
+        return study_selection(frame, self.config.synthetic_per_seed)
 
     def collect(self) -> None:
         """Metrics of every finished run, paired comparisons between arms, Figure 2's images."""
@@ -386,10 +407,7 @@ class StudyRunner:
                     path = layout.selection_path(self.out, name, condition)
                     if not path.exists():
                         continue
-                    from dermsynth.select.selection import final_selection
-
-                    frame = load_manifest(path)
-                    kept = frame[final_selection(frame).to_numpy()]
+                    kept = study_selection(load_manifest(path), self.config.synthetic_per_seed)
                     for row in kept.sort_values(["parent_id", "rank"]).itertuples():
                         rows.append(
                             {
@@ -427,19 +445,41 @@ def _meta_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
+def _manifest_bytes(rows: pd.DataFrame) -> bytes:
+    first = [c for c in PLAN_COLUMNS if c in rows.columns]
+    ordered = rows[first + [c for c in rows.columns if c not in first]]
+    return ordered.to_csv(index=False, lineterminator="\n").encode()
+
+
+def run_is_current(out: Path, spec: RunSpec, selected: pd.DataFrame | None) -> bool:
+    """True when the run finished on exactly the training and test rows it would use now."""
+    folder = layout.run_dir(out, spec.run_id)
+    if not (folder / layout.DONE_FILE).exists():
+        return False
+    rows = run_manifest(load_manifest(layout.splits_path(out, spec.direction)), spec, selected)
+    current = folder / "manifest.csv"
+    return current.is_file() and current.read_bytes() == _manifest_bytes(rows)
+
+
 def train_one(
     out: Path, config: StudyConfig, spec: RunSpec, classes: list[str], selected: pd.DataFrame | None
 ) -> str:
-    """Train and evaluate one run into ``RUN/runs/<run_id>`` (a no-op when it is done)."""
+    """Train and evaluate one run into ``RUN/runs/<run_id>`` (a no-op when it is current)."""
     from dermsynth.train.run import train_run
 
     folder = layout.run_dir(out, spec.run_id)
-    if (folder / layout.DONE_FILE).exists():
+    if run_is_current(out, spec, selected):
         return spec.run_id
     plan = load_manifest(layout.splits_path(out, spec.direction))
-    rows = run_manifest(plan, spec, selected)
+    content = _manifest_bytes(run_manifest(plan, spec, selected))
     manifest_path = folder / "manifest.csv"
-    write_manifest(rows, manifest_path, first=PLAN_COLUMNS)
+    if folder.exists():
+        same = manifest_path.is_file() and manifest_path.read_bytes() == content
+        if (folder / layout.DONE_FILE).exists() or not same:
+            # Trained on other images: start again. An unfinished run on the same images is
+            # left alone, and training resumes from its last epoch.
+            shutil.rmtree(folder)
+    atomic_write_bytes(manifest_path, content)
     result = train_run(
         manifest_path,
         folder,
