@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from dermsynth.config import load_config
+from dermsynth.data.manifest import PAPER_CONDITIONS
 from dermsynth.data.simulate import simulate_dataset
 from dermsynth.errors import DermsynthError
 from dermsynth.study import layout
@@ -21,15 +22,7 @@ from dermsynth.study.demo import DEMO_CONFIG
 from dermsynth.study.grid import RunSpec
 from dermsynth.study.runner import StudyRunner, run_manifest
 
-CONDITIONS = [
-    "basal cell carcinoma",
-    "folliculitis",
-    "nematode infection",
-    "neutrophilic dermatoses",
-    "prurigo nodularis",
-    "psoriasis",
-    "squamous cell carcinoma",
-]
+CONDITIONS = list(PAPER_CONDITIONS)
 
 
 @pytest.fixture(scope="module")

@@ -104,9 +104,26 @@ def test_sampler_weights_are_inverse_class_counts() -> None:
 def test_registry_sizes_and_widths() -> None:
     widths = {n: backbone_info(n).feature_dim for n in backbones.list_backbones()}
     assert widths == {"vgg16": 4096, "resnet18": 512, "resnet50": 2048, "efficientnet_b0": 1280,
-                      "densenet121": 1024}
+                      "densenet121": 1024, "colour-texture": 249}
     info = backbone_info("resnet18")
     assert (info.input_size, info.resize, info.mean, info.std) == (224, 256, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_colour_texture_backbone_is_fixed_and_describes_colour() -> None:
+    import torch
+
+    model = Classifier(TrainConfig(backbone="colour-texture", weights="none"), ["a", "b"])
+    assert not any(p.requires_grad for p in model.trunk.parameters())
+    trained = {n for n, p in model.net.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("head.") for n in trained)
+    light = torch.full((1, 3, 128, 128), 230, dtype=torch.uint8)
+    dark = torch.full((1, 3, 128, 128), 60, dtype=torch.uint8)
+    f_light, f_dark = model.features(light), model.features(dark)
+    assert f_light.shape == (1, 249)
+    assert torch.equal(model.features(light), f_light)  # no randomness: features can be cached
+    assert not torch.allclose(f_light, f_dark)
+    with pytest.raises(DermsynthError, match="has no learned weights"):
+        Classifier(TrainConfig(backbone="colour-texture", weights="imagenet"), ["a", "b"])
 
 
 def test_unknown_backbone_suggests_close_names() -> None:

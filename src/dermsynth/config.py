@@ -48,6 +48,20 @@ class DatasetConfig(_Strict):
     path_column: str | None = None
 
 
+    def load(self) -> Any:
+        """The dataset as a validated manifest (see :func:`dermsynth.data.manifest.load_manifest`)."""
+        from dermsynth.data.manifest import load_manifest
+
+        return load_manifest(
+            self.csv,
+            fst_column=self.fst_column,
+            id_column=self.id_column,
+            label_column=self.label_column,
+            path_column=self.path_column,
+            images_dir=self.images,
+        )
+
+
 class DirectionConfig(_Strict):
     """Train on ``train``; test on each of ``test``; seeds from ``seed`` (default: opposite extreme)."""
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from dermsynth.config import StudyConfig
 from dermsynth.data.fst import group_label
-from dermsynth.data.manifest import load_manifest, resolve_conditions
+from dermsynth.data.manifest import resolve_conditions
 from dermsynth.data.splits import Direction, plan_splits
 from dermsynth.errors import DermsynthError
 
@@ -91,15 +91,7 @@ def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> Stu
     training images) is collected and reported in one error.
     """
     if manifest is None:
-        ds = config.dataset
-        manifest = load_manifest(
-            ds.csv,
-            fst_column=ds.fst_column,
-            id_column=ds.id_column,
-            label_column=ds.label_column,
-            path_column=ds.path_column,
-            images_dir=ds.images,
-        )
+        manifest = config.dataset.load()
     labels = manifest["label"].unique()
     conditions = resolve_conditions(config.conditions, labels)
     augmented = resolve_conditions(config.augmented, labels)

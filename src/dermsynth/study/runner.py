@@ -175,15 +175,7 @@ class StudyRunner:
         self.echo = echo
         self.progress = progress
         claim_folder(config, self.out, force=force)
-        ds = config.dataset
-        self.manifest = load_manifest(
-            ds.csv,
-            fst_column=ds.fst_column,
-            id_column=ds.id_column,
-            label_column=ds.label_column,
-            path_column=ds.path_column,
-            images_dir=ds.images,
-        )
+        self.manifest = config.dataset.load()
         self.plan = plan_study(config, self.manifest)
         self.runs = study_grid(config)
         self.conditions = self._conditions()
