@@ -213,3 +213,54 @@ def test_examples_demo_is_the_packaged_demo_config() -> None:
     assert examples.read_text() == DEMO_CONFIG.read_text()
     config = load_config(examples)
     assert config.simulated and config.generator.backend == "demo"
+
+
+def test_full_disk_mid_study_leaves_nothing_corrupt_and_resumes(
+    tiny_data: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import dermsynth.train.run as train_module
+
+    config = _config(tmp_path, tiny_data, arms=["real", "real+seed"], repeats=2)
+    out = tmp_path / "run"
+    real_write = train_module.atomic_write_csv
+    calls = {"n": 0}
+
+    def filling_disk(path, frame):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 7:  # the first epoch of the third run (3 epochs a run)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, frame)
+
+    monkeypatch.setattr(train_module, "atomic_write_csv", filling_disk)
+    full = run_cli("study", "run", config, "--out", out)
+    assert full.code == 1
+    assert "no space left on device" in full.stderr and "run the same command again" in full.stderr
+    assert not list(out.rglob("*.tmp"))
+    finished = {p.parent.name for p in out.glob("runs/*/done.json")}
+    assert 1 <= len(finished) < 4
+    monkeypatch.setattr(train_module, "atomic_write_csv", real_write)
+    resumed = run_cli("study", "run", config, "--out", out)
+    assert resumed.code == 0, resumed.stderr
+    runs = pd.read_csv(out / "results" / "runs.csv")
+    assert len(runs) == 4 and (runs["status"] == "done").all()
+
+
+def test_ray_executor_trains_the_grid(tiny_data: Path, tmp_path: Path, run_cli) -> None:
+    ray = pytest.importorskip("ray")
+    config = _config(
+        tmp_path,
+        tiny_data,
+        arms=["real", "real+seed"],
+        executor={"kind": "ray", "workers": 2},
+    )
+    out = tmp_path / "run"
+    try:
+        result = run_cli("study", "run", config, "--out", out)
+    finally:
+        ray.shutdown()
+    assert result.code == 0, result.stderr
+    assert "on Ray" in result.stderr
+    runs = pd.read_csv(out / "results" / "runs.csv")
+    assert len(runs) == 2 and (runs["status"] == "done").all()

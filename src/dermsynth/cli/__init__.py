@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -52,7 +53,9 @@ def _root(
 
 @app.command()
 def demo(
-    out: str = typer.Option("dermsynth-demo", "--out", help="Folder for the demo's data, study and report."),
+    out: str = typer.Option(
+        "dermsynth-demo", "--out", help="Folder for the demo's data, study and report."
+    ),
 ) -> None:
     """Run the whole protocol on simulated data (minutes on a laptop CPU) and write its report."""
     from dermsynth.study.demo import run_demo
@@ -78,6 +81,16 @@ def main(argv: list[str] | None = None) -> None:
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         typer.echo(f"error: {exc.format_message()}{where}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        # Every writer is atomic: what was finished is on disk whole, the rest is redone.
+        typer.echo(
+            f"error: no space left on device ({exc.filename or exc}); free some space and run "
+            "the same command again: finished work is kept and the rest resumes",
+            err=True,
+        )
+        sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted; re-run the same command to resume", err=True)
         sys.exit(130)
