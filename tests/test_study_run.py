@@ -264,3 +264,14 @@ def test_ray_executor_trains_the_grid(tiny_data: Path, tmp_path: Path, run_cli) 
     assert "on Ray" in result.stderr
     runs = pd.read_csv(out / "results" / "runs.csv")
     assert len(runs) == 2 and (runs["status"] == "done").all()
+
+
+def test_demo_refuses_a_folder_of_other_files(tmp_path: Path, run_cli) -> None:
+    (tmp_path / "thesis.tex").write_text("mine")
+    result = run_cli("demo", "--out", tmp_path)
+    assert result.code == 2
+    assert "holds other files (thesis.tex)" in result.stderr
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "thesis.tex").unlink()
+    (tmp_path / "file").write_text("x")
+    assert run_cli("demo", "--out", tmp_path / "file").code == 2

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from dermsynth.config import StudyConfig, load_config
+from dermsynth.errors import DermsynthError
 from dermsynth.study.runner import Echo, _stderr, run_study
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
@@ -27,6 +28,18 @@ def run_demo(out: str | Path, *, echo: Echo = _stderr, progress: bool = True) ->
     from dermsynth.report import build_report
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DermsynthError(f"--out {out} is a file; give a folder for the demo")
+    foreign = (
+        sorted(p.name for p in out.iterdir() if p.name not in ("data", "study"))
+        if out.is_dir()
+        else []
+    )
+    if foreign:
+        raise DermsynthError(
+            f"--out {out} holds other files ({', '.join(foreign[:3])}); give a new or empty folder "
+            "(or the folder of an earlier demo, to resume it)"
+        )
     started = time.perf_counter()
     echo(f"simulating a dataset shaped like the paper's Table 1 (x{DEMO_SCALE}) in {out / 'data'}")
     csv = simulate_dataset(
