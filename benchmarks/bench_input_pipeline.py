@@ -115,11 +115,15 @@ def main() -> None:
     for workers in args.workers:
         generator = torch.Generator().manual_seed(0)
         def loader(dataset: Dataset, g: torch.Generator = generator, w: int = workers) -> DataLoader:
+            # One loader for all epochs, as a training loop holds it: workers start once.
             sampler = class_balanced_sampler(targets, len(classes), g)
-            return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=w)
-        groh = [epoch_rate(loader(GrohDataset(paths, targets))) for _ in range(args.epochs)]
-        ours_ds = ImageDataset(prepared.entries, targets, train_transform(spec, to_float=False))
-        ours = [epoch_rate(loader(ours_ds), finish=True) for _ in range(args.epochs)]
+            return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=w,
+                              persistent_workers=w > 0)
+        groh_loader = loader(GrohDataset(paths, targets))
+        groh = [epoch_rate(groh_loader) for _ in range(args.epochs)]
+        ours_loader = loader(ImageDataset(prepared.entries, targets, train_transform(spec, to_float=False)))
+        ours = [epoch_rate(ours_loader, finish=True) for _ in range(args.epochs)]
+        del groh_loader, ours_loader
         # Cold: the first epoch of a fresh run also builds the cache (decode + resize once).
         n = len(paths)
         cold = n / (prepare_s + n / ours[0])

@@ -218,7 +218,8 @@ def _image_path_data(scorer: Scorer, fit: pd.DataFrame, val: pd.DataFrame, index
     sampler = class_balanced_sampler(targets, len(index), generator)
     loader = DataLoader(ImageDataset(fit_rows.entries, targets, train_transform(spec, to_float=False)),
                         batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        generator=generator, pin_memory=scorer.device.type == "cuda")
+                        generator=generator, pin_memory=scorer.device.type == "cuda",
+                        persistent_workers=config.workers > 0)  # workers start once, not per epoch
     val_set = ImageDataset(val_rows.entries, [index[c] for c in val_rows.rows["label"]],
                            test_transform(spec, to_float=False))
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers)
