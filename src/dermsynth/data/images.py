@@ -8,6 +8,7 @@ than a pixel limit, the decompression-bomb guard) are refused. A corrupt file ra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -147,6 +148,26 @@ def decode_image(
         ) from None
 
 
+def content_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-1 of a file's bytes. Remembered per (path, size, mtime) within a process, so a study
+    whose runs all read the same images hashes each file once; a rewritten file is hashed anew."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise BadImageError(str(path), "image file not found") from None
+    except OSError as exc:
+        raise BadImageError(str(path), f"cannot read ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise BadImageError(str(path), "is a folder, not an image file")
+    return _sha1_cached(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _sha1_cached(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha1(_read(Path(path))).hexdigest()
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -206,17 +227,20 @@ class ImageCache:
         self.shorter_side = shorter_side
         self.min_size = min_size
 
-    def key(self, data: bytes) -> str:
-        """Cache key of an image's bytes at this cache's size."""
-        return f"{hashlib.sha1(data).hexdigest()}_s{self.shorter_side}_{_CACHE_VERSION}"
+    def _key(self, digest: str) -> str:
+        return f"{digest}_s{self.shorter_side}_{_CACHE_VERSION}"
 
-    def _entry(self, key: str) -> Path:
+    def entry_for(self, digest: str) -> Path:
+        """Where the resized copy of the image with content hash ``digest`` is (or will be)."""
+        key = self._key(digest)
         return self.root / key[:2] / f"{key}.npy"
 
-    def _load_entry(self, entry: Path) -> np.ndarray | None:
-        """A stored array, or None where it is missing or damaged (then rebuilt, never trusted)."""
+    def _load_entry(self, entry: Path, *, mmap: bool = False) -> np.ndarray | None:
+        """A stored array, or None where it is missing or damaged (then rebuilt, never trusted).
+
+        ``mmap``: only the header is read and the size checked, not the pixels."""
         try:
-            array = np.load(entry, allow_pickle=False)
+            array = np.load(entry, allow_pickle=False, mmap_mode="r" if mmap else None)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, EOFError):
@@ -227,20 +251,30 @@ class ImageCache:
             return None
         return array
 
-    def get_array(self, path: str | os.PathLike[str]) -> np.ndarray:
-        """The resized image as an HxWx3 uint8 array (computed and stored on first use)."""
-        path = Path(path)
-        data = _read(path)
-        entry = self._entry(self.key(data))
-        array = self._load_entry(entry)
-        if array is not None:
-            return array
-        image = decode_image(data, source=str(path), min_size=self.min_size)
+    def _build(self, path: Path, entry: Path) -> np.ndarray:
+        image = decode_image(_read(path), source=str(path), min_size=self.min_size)
         array = np.array(resize_shorter_side(image, self.shorter_side), dtype=np.uint8)
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
         atomic_write_bytes(entry, buffer.getvalue())
         return array
+
+    def ensure(self, path: str | os.PathLike[str]) -> tuple[str, Path]:
+        """Content hash and cache entry of an image, decoding it only when the entry is
+        missing or damaged (a present entry is checked by its header, not read)."""
+        path = Path(path)
+        digest = content_hash(path)
+        entry = self.entry_for(digest)
+        if self._load_entry(entry, mmap=True) is None:
+            self._build(path, entry)
+        return digest, entry
+
+    def get_array(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """The resized image as an HxWx3 uint8 array (computed and stored on first use)."""
+        path = Path(path)
+        entry = self.entry_for(content_hash(path))
+        array = self._load_entry(entry)
+        return array if array is not None else self._build(path, entry)
 
     def get(self, path: str | os.PathLike[str]) -> Image.Image:
         """The resized image as a PIL RGB image."""

@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset, WeightedRandomSampler
 from torchvision import transforms as T
 
-from dermsynth.data.images import BadImageError, ImageCache
+from dermsynth.data.images import BadImageError, ImageCache, content_hash
 from dermsynth.errors import DermsynthError
 from dermsynth.train.backbones import BackboneInfo
 from dermsynth.train.config import TrainConfig
@@ -111,10 +111,6 @@ class PreparedImages:
     skipped: pd.DataFrame  # image_id, path, reason
 
 
-def _cache_entry(cache: ImageCache, data: bytes) -> Path:
-    return cache._entry(cache.key(data))  # noqa: SLF001 - same package, one layout
-
-
 def prepare_images(
     rows: pd.DataFrame, cache: ImageCache, *, skip_bad: bool, workers: int = 0, decode: bool = True
 ) -> PreparedImages:
@@ -125,18 +121,15 @@ def prepare_images(
     """
 
     def one(path: str) -> tuple[str, Path] | str:
+        if not path:
+            return "the manifest gives no image path"
         try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            return f"{path}: image file not found" if path else "the manifest gives no image path"
-        except OSError as exc:
-            return f"{path}: cannot read ({exc})"
-        if decode:
-            try:
-                cache.get_array(path)
-            except BadImageError as exc:
-                return str(exc)
-        return hashlib.sha1(data).hexdigest(), _cache_entry(cache, data)
+            if decode:
+                return cache.ensure(path)
+            digest = content_hash(path)
+            return digest, cache.entry_for(digest)
+        except BadImageError as exc:
+            return str(exc)
 
     paths = rows["path"].tolist()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
