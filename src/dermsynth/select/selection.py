@@ -58,15 +58,37 @@ from dermsynth.io import atomic_write_json
 from dermsynth.select.quality import QualityParams
 
 SCORES: tuple[str, ...] = ("tone", "pathology", "similarity", "quality")
-DEFAULT_WEIGHTS: dict[str, float] = {"tone": 1.0, "pathology": 1.0, "similarity": 0.5, "quality": 0.5}
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "tone": 1.0,
+    "pathology": 1.0,
+    "similarity": 0.5,
+    "quality": 0.5,
+}
 SELECTION_FILE = "selection.json"
 SHEETS_DIR = "contact_sheets"
 REVIEWED = "reviewed"
 REVIEW_VALUES: tuple[str, ...] = ("accepted", "rejected", "")
 OUTPUT_COLUMNS: tuple[str, ...] = (
-    "ita", "fst_estimated", "skin_fallback", "score_tone", "score_pathology", "similarity",
-    "flag_similarity", "score_similarity", "blur", "clipped", "colour_cast", "score_quality",
-    "leak_distance", "leak_nearest", "excluded", "score", "rank", "selected", REVIEWED, "final",
+    "ita",
+    "fst_estimated",
+    "skin_fallback",
+    "score_tone",
+    "score_pathology",
+    "similarity",
+    "flag_similarity",
+    "score_similarity",
+    "blur",
+    "clipped",
+    "colour_cast",
+    "score_quality",
+    "leak_distance",
+    "leak_nearest",
+    "excluded",
+    "score",
+    "rank",
+    "selected",
+    REVIEWED,
+    "final",
     "reason",
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -111,7 +133,9 @@ class SelectionResult:
     notes: list[str]
 
 
-def parse_weights(text: str | Mapping[str, float] | None, base: Mapping[str, float] | None = None) -> dict[str, float]:
+def parse_weights(
+    text: str | Mapping[str, float] | None, base: Mapping[str, float] | None = None
+) -> dict[str, float]:
     """``"tone=1,pathology=0.5"`` (or a mapping) over ``base`` (default weights).
 
     Names must be scorers (tone, pathology, similarity, quality); weights >= 0, not all 0.
@@ -125,14 +149,18 @@ def parse_weights(text: str | Mapping[str, float] | None, base: Mapping[str, flo
             if not part:
                 continue
             if "=" not in part:
-                raise DermsynthError(f"--weights: {part!r} is not name=value (e.g. tone=1,quality=0.5)")
+                raise DermsynthError(
+                    f"--weights: {part!r} is not name=value (e.g. tone=1,quality=0.5)"
+                )
             name, value = part.split("=", 1)
             items.append((name.strip(), value.strip()))
     else:
         items = list(text.items())
     for name, value in items:
         if name not in SCORES:
-            raise DermsynthError(f"--weights: unknown score {name!r}; scores are {', '.join(SCORES)}")
+            raise DermsynthError(
+                f"--weights: unknown score {name!r}; scores are {', '.join(SCORES)}"
+            )
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -184,7 +212,9 @@ def _seed_images(
     parents = list(dict.fromkeys(candidates["parent_id"]))
     lost = [p for p in parents if p not in found]
     if lost:
-        shown = ", ".join(map(repr, lost[:5])) + (f" (and {len(lost) - 5} more)" if len(lost) > 5 else "")
+        shown = ", ".join(map(repr, lost[:5])) + (
+            f" (and {len(lost) - 5} more)" if len(lost) > 5 else ""
+        )
         raise DermsynthError(
             f"the candidate manifest lacks the seed image of {len(lost)} of {len(parents)} seed(s): "
             f"{shown}; it has neither a seed_crop file nor a row for them. Give the seed manifest "
@@ -193,7 +223,9 @@ def _seed_images(
     absent = [p for p in parents if not Path(found[p]).is_file()]
     if absent:
         shown = ", ".join(f"{p!r} ({found[p]})" for p in absent[:3])
-        raise DermsynthError(f"seed image(s) missing on disk: {shown}; fix the paths or give --seeds")
+        raise DermsynthError(
+            f"seed image(s) missing on disk: {shown}; fix the paths or give --seeds"
+        )
     return {p: found[p] for p in parents}
 
 
@@ -331,16 +363,30 @@ def select_candidates(
             f"({weights['pathology']:g}) dropped"
         )
 
-    embedder = make_embedder(options.embedder, weights=options.embedder_weights, device=_auto(options.device))
+    embedder = make_embedder(
+        options.embedder, weights=options.embedder_weights, device=_auto(options.device)
+    )
     copy_t, drift_t = default_thresholds(embedder)
     copy_t = options.copy_threshold if options.copy_threshold is not None else copy_t
     drift_t = options.drift_threshold if options.drift_threshold is not None else drift_t
 
     n = len(cands)
-    cols: dict[str, list[Any]] = {c: [None] * n for c in (
-        "ita", "fst_estimated", "skin_fallback", "score_tone", "similarity", "flag_similarity",
-        "score_similarity", "blur", "clipped", "colour_cast", "score_quality",
-    )}
+    cols: dict[str, list[Any]] = {
+        c: [None] * n
+        for c in (
+            "ita",
+            "fst_estimated",
+            "skin_fallback",
+            "score_tone",
+            "similarity",
+            "flag_similarity",
+            "score_similarity",
+            "blur",
+            "clipped",
+            "colour_cast",
+            "score_quality",
+        )
+    }
     unreadable: dict[int, str] = {}
     for parent, positions in cands.groupby("parent_id", sort=False).indices.items():
         seed_rgb, why = _load_array(seed_paths[parent])
@@ -355,8 +401,12 @@ def select_candidates(
                 continue
             readable.append(pos)
             arrays.append(rgb)
-            tone = tone_score(rgb, int(cands.at[pos, "fst"]), lesion_mask=_read_lesion_mask(masks[pos]),
-                              thresholds=thresholds)
+            tone = tone_score(
+                rgb,
+                int(cands.at[pos, "fst"]),
+                lesion_mask=_read_lesion_mask(masks[pos]),
+                thresholds=thresholds,
+            )
             quality = quality_score(rgb, seed_rgb, options.quality)
             cols["ita"][pos] = tone.ita
             cols["fst_estimated"][pos] = tone.fst_estimated
@@ -379,8 +429,12 @@ def select_candidates(
             from dermsynth.select.pathology import clip_scores
 
             labels = [str(cands.at[p, "label"]) for p in readable]
-            classes = list(options.clip_classes) if options.clip_classes else sorted(set(cands["label"]))
-            for pos, value in zip(readable, clip_scores(clip, arrays, labels, classes), strict=True):
+            classes = (
+                list(options.clip_classes) if options.clip_classes else sorted(set(cands["label"]))
+            )
+            for pos, value in zip(
+                readable, clip_scores(clip, arrays, labels, classes), strict=True
+            ):
                 pathology.at[pos] = float(value)
     if len(unreadable) == n:
         first = next(iter(unreadable.items()))
@@ -396,10 +450,20 @@ def select_candidates(
     result = cands.copy()
     for name, values in cols.items():
         result[name] = pd.Series(values, index=cands.index, dtype=object)
-    for name in ("ita", "score_tone", "similarity", "score_similarity", "blur", "clipped",
-                 "colour_cast", "score_quality"):
+    for name in (
+        "ita",
+        "score_tone",
+        "similarity",
+        "score_similarity",
+        "blur",
+        "clipped",
+        "colour_cast",
+        "score_quality",
+    ):
         result[name] = pd.to_numeric(result[name], errors="coerce")
-    result["fst_estimated"] = pd.to_numeric(result["fst_estimated"], errors="coerce").astype("Int64")
+    result["fst_estimated"] = pd.to_numeric(result["fst_estimated"], errors="coerce").astype(
+        "Int64"
+    )
     if pathology is not None:
         result["score_pathology"] = pathology.astype(float)
 
@@ -420,7 +484,9 @@ def select_candidates(
                 f"guard compared with {leak.n_test} (first problem: {leak.skipped_test[0][1]})"
             )
     else:
-        notes.append("no --plan or --test-images given: leakage guard off (no test images to compare)")
+        notes.append(
+            "no --plan or --test-images given: leakage guard off (no test images to compare)"
+        )
     leaks = result["leak_distance"].notna() & (result["leak_distance"] <= options.leakage_threshold)
 
     # Weighted combination over the scores present; a row's NaN score leaves its mean.
@@ -430,7 +496,9 @@ def select_candidates(
             "every score with a weight > 0 is unavailable (pathology needs --classifier or --clip); "
             "give weights to tone, similarity or quality"
         )
-    values = np.column_stack([result[f"score_{k}"].astype(float).clip(0, 1).to_numpy() for k in used])
+    values = np.column_stack(
+        [result[f"score_{k}"].astype(float).clip(0, 1).to_numpy() for k in used]
+    )
     w = np.array(list(used.values()), dtype=float)
     present = ~np.isnan(values)
     denom = (present * w).sum(axis=1)
@@ -454,7 +522,9 @@ def select_candidates(
     for parent, positions in result.groupby("parent_id", sort=False).indices.items():
         group = result.iloc[positions]
         usable = group[~group["excluded"]]
-        order = usable.sort_values(["score", "image_id"], ascending=[False, True], kind="stable").index
+        order = usable.sort_values(
+            ["score", "image_id"], ascending=[False, True], kind="stable"
+        ).index
         total = len(group)
         for rank, pos in enumerate(order, start=1):
             ranks.at[pos] = rank
@@ -484,22 +554,28 @@ def select_candidates(
     sheets: list[Path] = []
     if options.contact_sheets:
         sheets = write_contact_sheets(result, seed_paths, out.parent / SHEETS_DIR)
-    atomic_write_json(out.parent / SELECTION_FILE, {
-        "manifest": out.name,
-        "candidates": str(candidates_csv),
-        "k": options.k,
-        "weights": used,
-        "ita_thresholds": list(thresholds),
-        "embedder": options.embedder,
-        "similarity_thresholds": {"copy": copy_t, "drift": drift_t},
-        "leakage_threshold": options.leakage_threshold,
-        "test_images": str(test_csv) if test_csv is not None else None,
-        "pathology": (
-            f"classifier:{options.classifier}" if options.classifier is not None
-            else f"clip:{options.clip}" if options.clip is not None else None
-        ),
-        "notes": notes,
-    })
+    atomic_write_json(
+        out.parent / SELECTION_FILE,
+        {
+            "manifest": out.name,
+            "candidates": str(candidates_csv),
+            "k": options.k,
+            "weights": used,
+            "ita_thresholds": list(thresholds),
+            "embedder": options.embedder,
+            "similarity_thresholds": {"copy": copy_t, "drift": drift_t},
+            "leakage_threshold": options.leakage_threshold,
+            "test_images": str(test_csv) if test_csv is not None else None,
+            "pathology": (
+                f"classifier:{options.classifier}"
+                if options.classifier is not None
+                else f"clip:{options.clip}"
+                if options.clip is not None
+                else None
+            ),
+            "notes": notes,
+        },
+    )
     return SelectionResult(result, out, sheets, notes)
 
 
@@ -519,6 +595,25 @@ def final_selection(frame: pd.DataFrame) -> pd.Series:
     final[reviewed == "accepted"] = True
     final[reviewed == "rejected"] = False
     return final
+
+
+def training_selection(frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` synthetic images per seed to train on: a reviewer's accepted images
+    first, then the best-ranked of the rest; excluded and rejected images never. A rejection
+    thus makes room for the next-best candidate of that seed."""
+
+    def text(column: str) -> pd.Series:
+        values = frame[column] if column in frame.columns else pd.Series("", index=frame.index)
+        return values.astype(str).str.strip().str.lower()
+
+    usable = frame[(~text("excluded").isin(["true", "1"])) & (text("reviewed") != "rejected")]
+    usable = usable.assign(
+        _accepted=(text("reviewed") != "accepted").loc[usable.index],
+        _rank=pd.to_numeric(usable.get("rank"), errors="coerce").fillna(float("inf")),
+    )
+    usable = usable.sort_values(["parent_id", "_accepted", "_rank", "image_id"], kind="stable")
+    kept = usable.groupby("parent_id", sort=False).head(k)
+    return kept.drop(columns=["_accepted", "_rank"])
 
 
 def _truthy(value: Any) -> bool:
@@ -542,14 +637,24 @@ def _previous_reviews(out: Path, result: pd.DataFrame, notes: list[str]) -> pd.S
     kept = result["image_id"].map(lambda i: decisions.get(i, "")).fillna("")
     kept = kept.where(kept.isin(REVIEW_VALUES), "")
     if (kept != "").any():
-        notes.append(f"kept {int((kept != '').sum())} review decision(s) from the earlier {out.name}")
+        notes.append(
+            f"kept {int((kept != '').sum())} review decision(s) from the earlier {out.name}"
+        )
     return kept.astype(object)
 
 
 def _tidy(frame: pd.DataFrame, *, drop_pathology: bool) -> pd.DataFrame:
     frame = frame.copy()
-    for name in ("ita", "score_tone", "score_pathology", "similarity", "score_similarity",
-                 "clipped", "score_quality", "score"):
+    for name in (
+        "ita",
+        "score_tone",
+        "score_pathology",
+        "similarity",
+        "score_similarity",
+        "clipped",
+        "score_quality",
+        "score",
+    ):
         if name in frame.columns:
             frame[name] = frame[name].astype(float).round(4)
     for name in ("blur", "colour_cast"):
@@ -562,7 +667,9 @@ def _tidy(frame: pd.DataFrame, *, drop_pathology: bool) -> pd.DataFrame:
     return frame
 
 
-def write_contact_sheets(result: pd.DataFrame, seed_paths: Mapping[str, str], folder: Path) -> list[Path]:
+def write_contact_sheets(
+    result: pd.DataFrame, seed_paths: Mapping[str, str], folder: Path
+) -> list[Path]:
     """One sheet per seed: the seed, then its candidates in manifest order, decisions marked."""
     from dermsynth.select.contact import Tile, write_contact_sheet
 

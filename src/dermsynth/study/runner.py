@@ -10,6 +10,8 @@ selected once per direction. The folder layout is in :mod:`dermsynth.study.layou
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import shutil
 import sys
 import time
@@ -20,11 +22,12 @@ from typing import Any
 import pandas as pd
 
 from dermsynth.config import StudyConfig
-from dermsynth.data.manifest import load_manifest, write_manifest
+from dermsynth.data.manifest import load_manifest, resolve_conditions, write_manifest
 from dermsynth.data.splits import PLAN_COLUMNS
 from dermsynth.data.summary import fst_table
 from dermsynth.errors import DermsynthError
 from dermsynth.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from dermsynth.select.selection import training_selection
 from dermsynth.study import layout
 from dermsynth.study.grid import RunSpec, directions_of, plan_study, study_grid
 
@@ -38,8 +41,6 @@ def _stderr(message: str) -> None:
 
 def claim_folder(config: StudyConfig, out: Path, *, force: bool = False) -> None:
     """Make ``out`` this config's run folder; refuse a folder made by another config."""
-    import json
-
     marker = out / layout.STUDY_FILE
     fingerprint = config.fingerprint()
     if marker.exists():
@@ -112,25 +113,6 @@ def train_config(config: StudyConfig, repeat: int, classes: list[str]) -> Any:
     )
 
 
-def study_selection(frame: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The ``k`` synthetic images per seed a study trains on: a reviewer's accepted images
-    first, then the best-ranked of the rest; excluded and rejected images never. A rejection
-    thus makes room for the next-best candidate of that seed."""
-
-    def text(column: str) -> pd.Series:
-        values = frame[column] if column in frame.columns else pd.Series("", index=frame.index)
-        return values.astype(str).str.strip().str.lower()
-
-    usable = frame[(~text("excluded").isin(["true", "1"])) & (text("reviewed") != "rejected")]
-    usable = usable.assign(
-        _accepted=(text("reviewed") != "accepted").loc[usable.index],
-        _rank=pd.to_numeric(usable.get("rank"), errors="coerce").fillna(float("inf")),
-    )
-    usable = usable.sort_values(["parent_id", "_accepted", "_rank", "image_id"], kind="stable")
-    kept = usable.groupby("parent_id", sort=False).head(k)
-    return kept.drop(columns=["_accepted", "_rank"])
-
-
 def _dose_rows(selected: pd.DataFrame, dose: int) -> pd.DataFrame:
     """The first ``dose`` selected images, taken round-robin over seeds (best rank first)."""
     kept = selected.sort_values(["rank", "parent_id", "image_id"], kind="stable")
@@ -178,13 +160,10 @@ class StudyRunner:
         self.manifest = config.dataset.load()
         self.plan = plan_study(config, self.manifest)
         self.runs = study_grid(config)
-        self.conditions = self._conditions()
+        labels = self.manifest["label"].unique()
+        self.conditions = resolve_conditions(config.conditions, labels)
+        self.augmented = resolve_conditions(config.augmented, labels)
         self.directions = {d.name: d for d in directions_of(config)}
-
-    def _conditions(self) -> list[str]:
-        from dermsynth.data.manifest import resolve_conditions
-
-        return resolve_conditions(self.config.conditions, self.manifest["label"].unique())
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -205,7 +184,7 @@ class StudyRunner:
 
         params = generation_params(self.config)
         for name, plan in self.plan.splits.items():
-            for condition in self.config_augmented():
+            for condition in self.augmented:
                 folder = layout.generation_dir(self.out, name, condition)
                 if (folder / layout.DONE_FILE).exists():
                     continue
@@ -238,7 +217,7 @@ class StudyRunner:
         from dermsynth.select.selection import SelectOptions, select_candidates
 
         for name in self.plan.splits:
-            for condition in self.config_augmented():
+            for condition in self.augmented:
                 out = layout.selection_path(self.out, name, condition)
                 if (out.parent / layout.DONE_FILE).exists():
                     continue
@@ -269,30 +248,24 @@ class StudyRunner:
         folder = layout.run_dir(self.out, spec.run_id)
         return str(folder) if (folder / "model.pt").exists() else None
 
-    def config_augmented(self) -> list[str]:
-        """The augmented conditions, spelled as the table spells them."""
-        from dermsynth.data.manifest import resolve_conditions
-
-        return resolve_conditions(self.config.augmented, self.manifest["label"].unique())
-
     def train(self, specs: list[RunSpec]) -> None:
         """Train the classifier of each run; a finished run is reused unless its training
         images changed (e.g. a reviewer overrode the selection), then it is trained again."""
         todo = []
         for spec in specs:
-            selected = self._selected(spec)
-            if not run_is_current(self.out, spec, selected):
-                todo.append((spec, selected))
+            content = self._run_manifest(spec)
+            if not run_is_current(layout.run_dir(self.out, spec.run_id), content):
+                todo.append((spec, content))
         if not todo:
             return
         if self.config.executor.kind == "ray":
             self._train_on_ray(todo)
             return
-        for i, (spec, selected) in enumerate(todo, 1):
+        for i, (spec, content) in enumerate(todo, 1):
             self.echo(f"training [{i}/{len(todo)}] {spec.run_id}")
-            train_one(self.out, self.config, spec, self.conditions, selected)
+            train_one(self.out, self.config, spec, self.conditions, content)
 
-    def _train_on_ray(self, todo: list[tuple[RunSpec, pd.DataFrame | None]]) -> None:
+    def _train_on_ray(self, todo: list[tuple[RunSpec, bytes]]) -> None:
         try:
             import ray
         except ImportError:
@@ -310,16 +283,27 @@ class StudyRunner:
         self.echo(f"training {len(todo)} runs on Ray")
         ray.get(
             [
-                remote.remote(self.out, self.config, spec, self.conditions, selected)
-                for spec, selected in todo
+                remote.remote(self.out, self.config, spec, self.conditions, content)
+                for spec, content in todo
             ]
         )
 
-    def _selected(self, spec: RunSpec) -> pd.DataFrame | None:
-        if spec.arm != "real+seed+synthetic":
-            return None
-        frame = load_manifest(layout.selection_path(self.out, spec.direction, spec.augmented))
-        return study_selection(frame, self.config.synthetic_per_seed)
+    def _run_manifest(self, spec: RunSpec) -> bytes:
+        """The CSV a run trains and is tested on, as it would be written now."""
+        selected = None
+        if spec.arm == "real+seed+synthetic":
+            selected = self._selection(spec.direction, spec.augmented)
+        return manifest_bytes(run_manifest(self._plan(spec.direction), spec, selected))
+
+    @functools.cache  # noqa: B019 - one runner, a handful of directions
+    def _plan(self, direction: str) -> pd.DataFrame:
+        # Read back as written, so a run's manifest is the same bytes in every session.
+        return load_manifest(layout.splits_path(self.out, direction))
+
+    def _selection(self, direction: str, condition: str) -> pd.DataFrame:
+        """The synthetic images a study trains on, read fresh (a reviewer may have changed them)."""
+        frame = load_manifest(layout.selection_path(self.out, direction, condition))
+        return training_selection(frame, self.config.synthetic_per_seed)
 
     def collect(self) -> None:
         """Metrics of every finished run, paired comparisons between arms, Figure 2's images."""
@@ -395,11 +379,10 @@ class StudyRunner:
         if "real+seed+synthetic" in self.config.arms:
             for name, plan in self.plan.splits.items():
                 seeds = plan[plan["split"] == "seed"].set_index("image_id")
-                for condition in self.config_augmented():
-                    path = layout.selection_path(self.out, name, condition)
-                    if not path.exists():
+                for condition in self.augmented:
+                    if not layout.selection_path(self.out, name, condition).exists():
                         continue
-                    kept = study_selection(load_manifest(path), self.config.synthetic_per_seed)
+                    kept = self._selection(name, condition)
                     for row in kept.sort_values(["parent_id", "rank"]).itertuples():
                         rows.append(
                             {
@@ -437,33 +420,33 @@ def _meta_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
-def _manifest_bytes(rows: pd.DataFrame) -> bytes:
+def manifest_bytes(rows: pd.DataFrame) -> bytes:
+    """A run manifest as the exact CSV bytes written to its folder (plan columns first)."""
     first = [c for c in PLAN_COLUMNS if c in rows.columns]
     ordered = rows[first + [c for c in rows.columns if c not in first]]
     return ordered.to_csv(index=False, lineterminator="\n").encode()
 
 
-def run_is_current(out: Path, spec: RunSpec, selected: pd.DataFrame | None) -> bool:
-    """True when the run finished on exactly the training and test rows it would use now."""
-    folder = layout.run_dir(out, spec.run_id)
-    if not (folder / layout.DONE_FILE).exists():
-        return False
-    rows = run_manifest(load_manifest(layout.splits_path(out, spec.direction)), spec, selected)
-    current = folder / "manifest.csv"
-    return current.is_file() and current.read_bytes() == _manifest_bytes(rows)
+def run_is_current(folder: Path, content: bytes) -> bool:
+    """True when the run in ``folder`` finished on exactly the manifest ``content``."""
+    manifest = folder / "manifest.csv"
+    return (
+        (folder / layout.DONE_FILE).exists()
+        and manifest.is_file()
+        and manifest.read_bytes() == content
+    )
 
 
 def train_one(
-    out: Path, config: StudyConfig, spec: RunSpec, classes: list[str], selected: pd.DataFrame | None
+    out: Path, config: StudyConfig, spec: RunSpec, classes: list[str], content: bytes
 ) -> str:
-    """Train and evaluate one run into ``RUN/runs/<run_id>`` (a no-op when it is current)."""
+    """Train and evaluate one run on the manifest ``content`` into ``RUN/runs/<run_id>``
+    (a no-op when it finished on that manifest)."""
     from dermsynth.train.run import train_run
 
     folder = layout.run_dir(out, spec.run_id)
-    if run_is_current(out, spec, selected):
+    if run_is_current(folder, content):
         return spec.run_id
-    plan = load_manifest(layout.splits_path(out, spec.direction))
-    content = _manifest_bytes(run_manifest(plan, spec, selected))
     manifest_path = folder / "manifest.csv"
     if folder.exists():
         same = manifest_path.is_file() and manifest_path.read_bytes() == content
