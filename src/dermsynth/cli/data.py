@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -18,6 +19,9 @@ from dermsynth.cli.common import (
     read_table,
 )
 from dermsynth.errors import DermsynthError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     help="Datasets: sample sizes, splits and seeds, images, near-duplicates, simulated data.",
@@ -83,7 +87,7 @@ def summary(
     typer.echo(note, err=fmt is Format.csv)
 
 
-def _print_frame(frame, fmt: Format, *, index: bool) -> None:  # type: ignore[no-untyped-def]
+def _print_frame(frame: pd.DataFrame, fmt: Format, *, index: bool) -> None:
     if fmt is Format.csv:
         typer.echo(frame.to_csv(index=index, lineterminator="\n"), nl=False)
     elif fmt is Format.json:
@@ -126,13 +130,16 @@ def plan(
     out: Path = typer.Option(..., "--out", help="Where to write the plan (CSV)."),
 ) -> None:
     """Split one direction into train / seed / test and draw the seed images."""
+    from dermsynth.data.dedup import near_duplicates_on_disk
     from dermsynth.data.manifest import parse_conditions, write_manifest
     from dermsynth.data.splits import PLAN_COLUMNS, Direction, plan_splits
 
     manifest = read_table(csv, fst_column, id_column, label_column, path_column, images)
     direction = Direction.build(train_fst, test_fst, seed_fst)
     names = parse_conditions(conditions) or []
-    groups = _near_duplicates_where_images_exist(manifest, names, dedup_threshold)
+    groups, notes = near_duplicates_on_disk(manifest, names, threshold=dedup_threshold)
+    for note in notes:
+        typer.echo(note, err=True)
     result = plan_splits(
         manifest,
         names,
@@ -149,30 +156,6 @@ def plan(
     removed = result.attrs.get("leakage_removed", [])
     if removed:
         typer.echo(f"left out {len(removed)} test image(s) near-identical to a train or seed image")
-
-
-def _near_duplicates_where_images_exist(manifest, conditions, threshold):  # type: ignore[no-untyped-def]
-    from dermsynth.data.dedup import hash_images, near_duplicate_groups, skipped_lines
-    from dermsynth.data.manifest import known_fst, resolve_conditions
-
-    names = resolve_conditions(conditions, manifest["label"].unique())
-    # Only images a plan can hold: unknown-FST rows are never planned, so never hashed.
-    rows = known_fst(manifest)
-    rows = rows[rows["label"].isin(names)]
-    present = rows[rows["path"].map(lambda p: bool(p) and Path(p).is_file())]
-    if present.empty:
-        typer.echo("no images found on disk: near-duplicate leakage check skipped", err=True)
-        return None
-    absent = len(rows) - len(present)
-    if absent:
-        typer.echo(
-            f"{absent} of {len(rows)} image(s) not on disk: left out of the near-duplicate check",
-            err=True,
-        )
-    hashes = hash_images(present)
-    for line in skipped_lines(hashes.attrs.get("skipped", []), "the near-duplicate check"):
-        typer.echo(line, err=True)
-    return near_duplicate_groups(hashes, threshold=threshold)
 
 
 @app.command()

@@ -36,7 +36,14 @@ from dermsynth.errors import DermsynthError
 HASH_COLUMNS: tuple[str, ...] = ("image_id", "path", "phash")
 GROUP_COLUMNS: tuple[str, ...] = ("group", "image_id", "path", "phash")
 CROSS_COLUMNS: tuple[str, ...] = (
-    "group", "image_id", "split", "test_group", "label", "fst", "path", "crossing",
+    "group",
+    "image_id",
+    "split",
+    "test_group",
+    "label",
+    "fst",
+    "path",
+    "crossing",
 )
 PLAN_SPLITS: tuple[str, ...] = ("train", "seed", "test")
 
@@ -121,7 +128,9 @@ def hash_images(
 
     n_workers = workers or min(_MAX_AUTO_WORKERS, os.cpu_count() or 1)
     bar = tqdm(
-        total=len(paths), desc="hashing images", unit="img",
+        total=len(paths),
+        desc="hashing images",
+        unit="img",
         # None: shown on a terminal, silent in logs and pipes.
         disable=None if progress else True,
     )
@@ -167,6 +176,31 @@ def skipped_lines(skipped: list[tuple[str, str]], what: str, *, limit: int = 5) 
     return lines
 
 
+def near_duplicates_on_disk(
+    manifest: pd.DataFrame, conditions: list[str], *, threshold: int = 4
+) -> tuple[pd.DataFrame | None, list[str]]:
+    """Near-duplicate groups among the images of ``conditions`` that exist on disk, for the
+    leakage guard of a plan; ``(None, notes)`` when no image is there. Unknown-FST rows are
+    never planned, so never hashed. ``notes`` say what was left out of the check."""
+    from dermsynth.data.manifest import known_fst, resolve_conditions
+
+    names = resolve_conditions(conditions, manifest["label"].unique())
+    rows = known_fst(manifest)
+    rows = rows[rows["label"].isin(names)]
+    present = rows[rows["path"].map(lambda p: bool(p) and os.path.isfile(p))]
+    if present.empty:
+        return None, ["no images found on disk: near-duplicate leakage check skipped"]
+    notes = []
+    absent = len(rows) - len(present)
+    if absent:
+        notes.append(
+            f"{absent} of {len(rows)} image(s) not on disk: left out of the near-duplicate check"
+        )
+    hashes = hash_images(present)
+    notes += skipped_lines(hashes.attrs.get("skipped", []), "the near-duplicate check")
+    return near_duplicate_groups(hashes, threshold=threshold), notes
+
+
 def _hex_to_words(hexes: list[str]) -> np.ndarray:
     """Hex hashes (all the same length) as an ``(n, words)`` uint64 array."""
     width = len(hexes[0])
@@ -176,7 +210,7 @@ def _hex_to_words(hexes: list[str]) -> np.ndarray:
     for row, text in enumerate(hexes):
         text = text.rjust(padded_width, "0")
         for w in range(n_words):
-            words[row, w] = int(text[16 * w:16 * (w + 1)], 16)
+            words[row, w] = int(text[16 * w : 16 * (w + 1)], 16)
     return words
 
 
@@ -251,7 +285,9 @@ def _components(n: int, pairs: Iterator[tuple[np.ndarray, np.ndarray]]) -> np.nd
 
 def _check_hashes(hashes: pd.DataFrame) -> list[str]:
     _require(
-        hashes, ["image_id", "phash"], "the hash table",
+        hashes,
+        ["image_id", "phash"],
+        "the hash table",
         "make it with dermsynth.data.dedup.hash_images (or `dermsynth data dedup`)",
     )
     ids = hashes["image_id"].astype(str)
@@ -344,11 +380,15 @@ def cross_split_groups(plan: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame
     (train, seed, test), test group and image id.
     """
     _require(
-        plan, ["image_id", "split", "test_group", "label", "fst"], "the plan",
+        plan,
+        ["image_id", "split", "test_group", "label", "fst"],
+        "the plan",
         "give a plan written by `dermsynth data plan`",
     )
     _require(
-        groups, ["group", "image_id"], "the near-duplicate table",
+        groups,
+        ["group", "image_id"],
+        "the near-duplicate table",
         "make it with dermsynth.data.dedup.near_duplicate_groups (or `dermsynth data dedup`)",
     )
     bad = sorted(set(plan["split"].astype(str)) - set(PLAN_SPLITS))
@@ -378,7 +418,9 @@ def cross_split_groups(plan: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame
         members = members.assign(_gpath=groups["path"].astype(str))
     merged = members.merge(
         planned[["image_id", "split", "test_group", "label", "fst", "path"]],
-        on="image_id", how="inner", validate="many_to_one",
+        on="image_id",
+        how="inner",
+        validate="many_to_one",
     )
     if "_gpath" in merged.columns:
         # The plan's path wins; the hash table's fills in where the plan has none.
@@ -394,8 +436,11 @@ def cross_split_groups(plan: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame
     ]
     merged["_rank"] = merged["split"].map(split_rank)
     role_order = (
-        merged[["_role", "_rank", "test_group"]].drop_duplicates()
-        .sort_values(["_rank", "test_group"]).loc[:, "_role"].tolist()
+        merged[["_role", "_rank", "test_group"]]
+        .drop_duplicates()
+        .sort_values(["_rank", "test_group"])
+        .loc[:, "_role"]
+        .tolist()
     )
     role_rank = {r: k for k, r in enumerate(role_order)}
     spans = merged.groupby("group")["_role"].agg(
