@@ -275,3 +275,52 @@ def test_demo_refuses_a_folder_of_other_files(tmp_path: Path, run_cli) -> None:
     (tmp_path / "thesis.tex").unlink()
     (tmp_path / "file").write_text("x")
     assert run_cli("demo", "--out", tmp_path / "file").code == 2
+
+
+def test_a_rerun_clears_what_a_killed_writer_left(tiny_data: Path, tmp_path: Path, run_cli) -> None:
+    config = _config(tmp_path, tiny_data, arms=["real"])
+    out = tmp_path / "run"
+    assert run_cli("study", "run", config, "--out", out).code == 0
+    run = layout.run_dir(out, RunSpec("train_1-2", "real").run_id)
+    leftovers = [
+        run / ".last.pt.k2j3x.tmp",
+        layout.cache_dir(out) / "features" / ".f00d.npy.q1w2e3.tmp",
+        layout.results_dir(out) / ".accuracy.csv.zz11.tmp",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half-written")
+    again = run_cli("study", "run", config, "--out", out)
+    assert again.code == 0, again.stderr
+    assert "training" not in again.stderr
+    assert not list(out.rglob("*.tmp"))
+
+
+HOLD_LOCK = """
+import sys, time
+from dermsynth.io import FolderLock
+lock = FolderLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_study_writer_is_refused_naming_the_first(
+    tiny_data: Path, tmp_path: Path, run_cli
+) -> None:
+    config = _config(tmp_path, tiny_data, arms=["real"])
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        refused = run_cli("study", "run", config, "--out", out)
+        assert refused.code == 2
+        assert f"in use by another dermsynth process {holder.pid}" in refused.stderr
+        assert not (out / "runs").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The first writer is gone (killed): its lock is taken over.
+    assert run_cli("study", "run", config, "--out", out).code == 0

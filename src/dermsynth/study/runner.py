@@ -26,7 +26,14 @@ from dermsynth.data.manifest import load_manifest, resolve_conditions, write_man
 from dermsynth.data.splits import PLAN_COLUMNS
 from dermsynth.data.summary import fst_table
 from dermsynth.errors import DermsynthError
-from dermsynth.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from dermsynth.io import (
+    LOCK_FILE,
+    FolderLock,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    clear_partials,
+)
 from dermsynth.select.selection import training_selection
 from dermsynth.study import layout
 from dermsynth.study.grid import RunSpec, directions_of, plan_study, study_grid
@@ -54,7 +61,7 @@ def claim_folder(config: StudyConfig, out: Path, *, force: bool = False) -> None
                 f"{fingerprint}); use a new --out folder, or --force to reuse it (finished steps "
                 "whose inputs changed are redone)"
             )
-    elif out.exists() and any(out.iterdir()) and not force:
+    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not force:
         raise DermsynthError(
             f"{out} exists and is not a dermsynth study folder; choose an empty or new --out folder"
         )
@@ -62,6 +69,11 @@ def claim_folder(config: StudyConfig, out: Path, *, force: bool = False) -> None
     atomic_write_json(
         marker, {"config": config.model_dump(mode="json"), "fingerprint": fingerprint}
     )
+
+
+def study_lock(out: Path) -> FolderLock:
+    """The lock a study folder's one writer holds while it runs."""
+    return FolderLock(out, "a study folder")
 
 
 def generation_params(config: StudyConfig) -> Any:
@@ -156,7 +168,9 @@ class StudyRunner:
         self.out = Path(out)
         self.echo = echo
         self.progress = progress
-        claim_folder(config, self.out, force=force)
+        self.force = force
+        with study_lock(self.out):
+            claim_folder(config, self.out, force=force)
         self.manifest = config.dataset.load()
         self.plan = plan_study(config, self.manifest)
         self.runs = study_grid(config)
@@ -402,7 +416,14 @@ class StudyRunner:
         )
 
     def run(self) -> Path:
-        """Every step in order; returns the run folder."""
+        """Every step in order, holding the folder's lock; returns the run folder."""
+        with study_lock(self.out):
+            # Under the lock no other writer is mid-write here: what a killed run left is junk.
+            claim_folder(self.config, self.out, force=self.force)
+            clear_partials(self.out)
+            return self._run_steps()
+
+    def _run_steps(self) -> Path:
         started = time.perf_counter()
         self.write_inputs()
         real = [s for s in self.runs if s.arm == "real"]

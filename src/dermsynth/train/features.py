@@ -17,12 +17,10 @@ it). During training each sampled image picks one of its K views at random, each
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from dermsynth.io import atomic_write_json
+from dermsynth.io import atomic_save, atomic_write_json
 from dermsynth.train.datasets import ImageDataset, TransformSpec, test_transform, train_transform
 from dermsynth.train.model import Classifier
 
@@ -87,18 +85,9 @@ class FeatureStore:
         return [(i, v) for i, h in enumerate(hashes) for v in views if not self.path(h, v).exists()]
 
     def _save(self, path: Path, array: np.ndarray) -> None:
-        # Rename makes the write atomic; no fsync per entry (thousands of them): an entry lost
-        # in a crash is recomputed, and a damaged one fails its shape check in load().
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, array, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        # No fsync per entry (thousands of them): an entry lost in a crash is recomputed, and a
+        # damaged one fails its shape check in load().
+        atomic_save(path, lambda handle: np.save(handle, array, allow_pickle=False), fsync=False)
 
     @torch.no_grad()
     def compute(self, model: Classifier, entries: Sequence[Path], hashes: Sequence[str],

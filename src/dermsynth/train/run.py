@@ -9,7 +9,6 @@ it). A finished run is never redone. Caches (resized images, trunk features) liv
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -22,7 +21,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from dermsynth.errors import DermsynthError
-from dermsynth.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from dermsynth.io import (
+    FolderLock,
+    atomic_save,
+    atomic_write_csv,
+    atomic_write_json,
+    clear_partials,
+)
 from dermsynth.train.backbones import backbone_info, weights_identity
 from dermsynth.train.config import TrainConfig
 from dermsynth.train.datasets import (
@@ -115,9 +120,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _save_state(path: Path, payload: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_save(path, lambda handle: torch.save(payload, handle))
 
 
 def train_run(manifest: str | os.PathLike[str], out: str | os.PathLike[str], config: TrainConfig | None = None,
@@ -135,10 +138,21 @@ def train_run(manifest: str | os.PathLike[str], out: str | os.PathLike[str], con
     resolved = {"options": config.to_dict(), "identity": _jsonable(config.identity()), "classes": classes,
                 "manifest": str(Path(manifest).resolve()), "cache_dir": str(cache), "weights_id": weights_id,
                 "backbone": asdict(info), "torch": torch.__version__}
-    done = _finished(run_dir, resolved)
-    if done is not None:
-        return done
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(run_dir, "a training run"):
+        # Under the lock nobody else writes here: a killed run's temporary files are junk.
+        clear_partials(run_dir)
+        done = _finished(run_dir, resolved)
+        if done is not None:
+            return done
+        return _train(run_dir, rows, train, test, classes, config, resolved, cache, started)
+
+
+def _train(run_dir: Path, rows: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame,
+           classes: list[str], config: TrainConfig, resolved: dict[str, Any], cache: Path,
+           started: float) -> RunResult:
+    manifest = resolved["manifest"]
+    info = backbone_info(config.backbone)
+    weights_id = resolved["weights_id"]
     atomic_write_json(run_dir / "config.json", resolved)
 
     torch.manual_seed(config.seed)
