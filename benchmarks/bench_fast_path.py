@@ -41,23 +41,45 @@ def build_grid(out: Path, scale: float, sim_size: int, seeds: int) -> list[Path]
     from dermsynth.data.simulate import simulate_dataset
     from dermsynth.data.splits import Direction, plan_splits
 
-    real = load_manifest(simulate_dataset(out / "data", scale=scale, image_size=sim_size, workers=2,
-                                          progress=False))
-    extra = load_manifest(simulate_dataset(out / "extra", scale=max(scale, 0.2), random_seed=1,
-                                           image_size=sim_size, workers=2, progress=False))
+    real = load_manifest(
+        simulate_dataset(out / "data", scale=scale, image_size=sim_size, workers=2, progress=False)
+    )
+    extra = load_manifest(
+        simulate_dataset(
+            out / "extra",
+            scale=max(scale, 0.2),
+            random_seed=1,
+            image_size=sim_size,
+            workers=2,
+            progress=False,
+        )
+    )
     manifests = []
     for train, tests in DIRECTIONS:
         direction = Direction.build(train, tests)
-        plan = plan_splits(real, PAPER_CONDITIONS, direction, PAPER_AUGMENTED, seeds_per_condition=seeds)
+        plan = plan_splits(
+            real, PAPER_CONDITIONS, direction, PAPER_AUGMENTED, seeds_per_condition=seeds
+        )
         synthetic = []
         for _, seed in plan[plan["split"] == "seed"].iterrows():
-            pool = extra[(extra["label"] == seed["label"]) & (extra["fst"].isin(direction.seed_group))]
+            pool = extra[
+                (extra["label"] == seed["label"]) & (extra["fst"].isin(direction.seed_group))
+            ]
             take = pool.sample(n=min(4, len(pool)), random_state=len(synthetic)).copy()
-            take = take.assign(image_id=[f"syn_{seed['image_id']}_{i}" for i in range(len(take))],
-                               origin="synthetic", parent_id=seed["image_id"], split="train", test_group="")
+            take = take.assign(
+                image_id=[f"syn_{seed['image_id']}_{i}" for i in range(len(take))],
+                origin="synthetic",
+                parent_id=seed["image_id"],
+                split="train",
+                test_group="",
+            )
             synthetic.append(take)
         synth = pd.concat(synthetic)[plan.columns.intersection(synthetic[0].columns)]
-        arms = {"real": plan[plan["split"] != "seed"], "seed": plan, "synthetic": pd.concat([plan, synth])}
+        arms = {
+            "real": plan[plan["split"] != "seed"],
+            "seed": plan,
+            "synthetic": pd.concat([plan, synth]),
+        }
         for arm in ARMS:
             path = out / "grid" / f"{direction.name}_{arm}.csv"
             write_manifest(arms[arm], path)
@@ -65,25 +87,46 @@ def build_grid(out: Path, scale: float, sim_size: int, seeds: int) -> list[Path]
     return manifests
 
 
-def run_grid(manifests: list[Path], out: Path, path: str, views: int, image_size: int, epochs: int) -> dict:
+def run_grid(
+    manifests: list[Path], out: Path, path: str, views: int, image_size: int, epochs: int
+) -> dict:
     """Train the grid on one path, cold cache; returns wall time, accuracies, peak RSS."""
     from dermsynth.train.config import TrainConfig
     from dermsynth.train.run import train_run
 
     shutil.rmtree(out, ignore_errors=True)
-    config = TrainConfig(weights="none", epochs=epochs, image_size=image_size, path=path, views=views,
-                         progress=False, seed=0)
+    config = TrainConfig(
+        weights="none",
+        epochs=epochs,
+        image_size=image_size,
+        path=path,
+        views=views,
+        progress=False,
+        seed=0,
+    )
     start = time.perf_counter()
     runs = []
     for manifest in manifests:
         result = train_run(manifest, out / manifest.stem, config, cache_dir=out / "cache")
         preds = result.predictions
-        runs.append({"run": manifest.stem, "train_rows": int(pd.read_csv(manifest)["split"].isin(["train", "seed"]).sum()),
-                     "test_rows": len(preds), "accuracy": float((preds["prediction"] == preds["label"]).mean()),
-                     "seconds": round(result.seconds, 1)})
+        runs.append(
+            {
+                "run": manifest.stem,
+                "train_rows": int(pd.read_csv(manifest)["split"].isin(["train", "seed"]).sum()),
+                "test_rows": len(preds),
+                "accuracy": float((preds["prediction"] == preds["label"]).mean()),
+                "seconds": round(result.seconds, 1),
+            }
+        )
     wall = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"path": path, "views": views, "wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb), "runs": runs}
+    return {
+        "path": path,
+        "views": views,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(peak_mb),
+        "runs": runs,
+    }
 
 
 def main() -> None:
@@ -91,16 +134,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_fast"))
     parser.add_argument("--scale", type=float, default=0.15)
     parser.add_argument("--seeds", type=int, default=4, help="seed images per augmented condition")
-    parser.add_argument("--sim-size", type=int, default=192, help="longest side of the simulated JPEGs")
+    parser.add_argument(
+        "--sim-size", type=int, default=192, help="longest side of the simulated JPEGs"
+    )
     parser.add_argument("--image-size", type=int, default=64, help="backbone input (crop) size")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--views", type=int, nargs="+", default=[1, 2, 3], help="fast-path K values")
+    parser.add_argument(
+        "--views", type=int, nargs="+", default=[1, 2, 3], help="fast-path K values"
+    )
     parser.add_argument("--child", nargs=2, metavar=("PATH", "VIEWS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     grid = sorted((args.out / "grid").glob("*.csv"))
     if args.child:
         path, views = args.child[0], int(args.child[1])
-        result = run_grid(grid, args.out / f"{path}-k{views}", path, views, args.image_size, args.epochs)
+        result = run_grid(
+            grid, args.out / f"{path}-k{views}", path, views, args.image_size, args.epochs
+        )
         print("RESULT " + json.dumps(result), flush=True)
         return
     if not grid:
@@ -108,27 +157,62 @@ def main() -> None:
         grid = sorted((args.out / "grid").glob("*.csv"))
     sizes = {m.stem: pd.read_csv(m, dtype=str)["split"].value_counts().to_dict() for m in grid}
     print(json.dumps(sizes), flush=True)
-    results = {"grid": sizes, "seeds": args.seeds, "epochs": args.epochs, "image_size": args.image_size, "scale": args.scale,
-               "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
-               "paths": []}
+    results = {
+        "grid": sizes,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "scale": args.scale,
+        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
+        "paths": [],
+    }
     for path, views in [("features", k) for k in args.views] + [("images", 1)]:
-        cmd = [sys.executable, __file__, "--out", str(args.out), "--image-size", str(args.image_size),
-               "--epochs", str(args.epochs), "--child", path, str(views)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--out",
+            str(args.out),
+            "--image-size",
+            str(args.image_size),
+            "--epochs",
+            str(args.epochs),
+            "--child",
+            path,
+            str(views),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
-        result = json.loads(line[len("RESULT "):])
+        result = json.loads(line[len("RESULT ") :])
         results["paths"].append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "runs"}), flush=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     slow = next(r for r in results["paths"] if r["path"] == "images")
     for fast in (r for r in results["paths"] if r["path"] == "features"):
-        accs = [abs(a["accuracy"] - b["accuracy"]) for a, b in zip(fast["runs"], slow["runs"], strict=True)]
-        mean = sum(r["accuracy"] for r in fast["runs"]) / 6 - sum(r["accuracy"] for r in slow["runs"]) / 6
+        accs = [
+            abs(a["accuracy"] - b["accuracy"])
+            for a, b in zip(fast["runs"], slow["runs"], strict=True)
+        ]
+        mean = (
+            sum(r["accuracy"] for r in fast["runs"]) / 6
+            - sum(r["accuracy"] for r in slow["runs"]) / 6
+        )
         fast["speedup"] = round(slow["wall_s"] / fast["wall_s"], 1)
         fast["mean_accuracy_diff_points"] = round(100 * mean, 2)
         fast["max_run_accuracy_diff_points"] = round(100 * max(accs), 2)
-        print(json.dumps({k: fast[k] for k in ("views", "speedup", "mean_accuracy_diff_points",
-                                                 "max_run_accuracy_diff_points")}), flush=True)
+        print(
+            json.dumps(
+                {
+                    k: fast[k]
+                    for k in (
+                        "views",
+                        "speedup",
+                        "mean_accuracy_diff_points",
+                        "max_run_accuracy_diff_points",
+                    )
+                }
+            ),
+            flush=True,
+        )
     results["date"] = time.strftime("%Y-%m-%d %H:%M")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -40,8 +40,16 @@ def make_jobs(count: int, resolution: int) -> list[Job]:
         rng = np.random.default_rng(i)
         crop = Image.fromarray((rng.random((resolution, resolution, 3)) * 255).astype("uint8"))
         seed_id = f"bench{i // 8}"
-        jobs.append(Job(seed_id=seed_id, index=i % 8, prompt=PROMPT.format(part=PARTS[i % len(PARTS)]),
-                        image=crop, mask=mask, random_seed=derive_seed(0, seed_id, i % 8)))
+        jobs.append(
+            Job(
+                seed_id=seed_id,
+                index=i % 8,
+                prompt=PROMPT.format(part=PARTS[i % len(PARTS)]),
+                image=crop,
+                mask=mask,
+                random_seed=derive_seed(0, seed_id, i % 8),
+            )
+        )
     return jobs
 
 
@@ -84,9 +92,13 @@ def measure(params: GenerationParams, jobs: list[Job], warmup: int) -> dict[str,
 def main() -> None:
     """Run both configurations and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", help="tiny, or a diffusers inpainting folder / hub id")
+    parser.add_argument(
+        "--model", default="tiny", help="tiny, or a diffusers inpainting folder / hub id"
+    )
     parser.add_argument("--resolution", type=int, default=None, help="default: 512 (64 for tiny)")
-    parser.add_argument("--images", type=int, default=None, help="per configuration (default 8 tiny, 64)")
+    parser.add_argument(
+        "--images", type=int, default=None, help="per configuration (default 8 tiny, 64)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="our batch size")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
@@ -96,16 +108,25 @@ def main() -> None:
     tiny = args.model == "tiny"
     resolution = args.resolution or (64 if tiny else 512)
     args.images = args.images or (8 if tiny else 64)
-    base = GenerationParams(backend="tiny" if tiny else "diffusers", model="" if tiny else args.model,
-                            mode="inpaint", resolution=resolution, device=args.device)
+    base = GenerationParams(
+        backend="tiny" if tiny else "diffusers",
+        model="" if tiny else args.model,
+        mode="inpaint",
+        resolution=resolution,
+        device=args.device,
+    )
     ours = replace(base, scheduler="dpm", steps=25, batch_size=args.batch_size, precision="auto")
     import torch
 
     on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    reference = replace(base, scheduler="default", steps=50, batch_size=16,
-                        precision="fp16" if on_gpu else "fp32")
+    reference = replace(
+        base, scheduler="default", steps=50, batch_size=16, precision="fp16" if on_gpu else "fp32"
+    )
     jobs = make_jobs(args.images, resolution)
-    rows = {"ours": measure(ours, jobs, args.warmup), "reference": measure(reference, jobs, args.warmup)}
+    rows = {
+        "ours": measure(ours, jobs, args.warmup),
+        "reference": measure(reference, jobs, args.warmup),
+    }
     speedup = rows["ours"]["images_per_s"] / rows["reference"]["images_per_s"]
 
     gpu = torch.cuda.get_device_name() if on_gpu else platform.processor() or "CPU"
@@ -116,8 +137,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['scheduler']} | {r['steps']} | {r['batch']} | {r['dtype']} | "
-                     f"{r['images_per_s']} | {r['peak_gib']} |")
+        lines.append(
+            f"| {name} | {r['scheduler']} | {r['steps']} | {r['batch']} | {r['dtype']} | "
+            f"{r['images_per_s']} | {r['peak_gib']} |"
+        )
     lines += ["", f"speed-up: {speedup:.2f}x (target >= 2x)", ""]
     table = "\n".join(lines)
     print(table)

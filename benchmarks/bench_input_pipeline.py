@@ -47,16 +47,18 @@ class GrohDataset(Dataset):
 
     def __init__(self, paths: list[str], targets: list[int]) -> None:
         self.paths, self.targets = paths, targets
-        self.transform = T.Compose([
-            T.ToPILImage(),
-            T.RandomResizedCrop(size=256, scale=(0.8, 1.0)),
-            T.RandomRotation(degrees=15),
-            T.ColorJitter(),
-            T.RandomHorizontalFlip(),
-            T.CenterCrop(size=224),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        self.transform = T.Compose(
+            [
+                T.ToPILImage(),
+                T.RandomResizedCrop(size=256, scale=(0.8, 1.0)),
+                T.RandomRotation(degrees=15),
+                T.ColorJitter(),
+                T.RandomHorizontalFlip(),
+                T.CenterCrop(size=224),
+                T.ToTensor(),
+                T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -82,16 +84,21 @@ def epoch_rate(loader: DataLoader, finish: bool = False) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_input"))
-    parser.add_argument("--scale", type=float, default=0.4, help="simulate_dataset scale (0.4: ~1,100 images)")
-    parser.add_argument("--image-size", type=int, default=1024, help="longest side of the simulated JPEGs")
+    parser.add_argument(
+        "--scale", type=float, default=0.4, help="simulate_dataset scale (0.4: ~1,100 images)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=1024, help="longest side of the simulated JPEGs"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
     started = time.perf_counter()
-    csv = simulate_dataset(args.out / "data", scale=args.scale, image_size=args.image_size, workers=2,
-                           progress=False)
+    csv = simulate_dataset(
+        args.out / "data", scale=args.scale, image_size=args.image_size, workers=2, progress=False
+    )
     simulate_s = time.perf_counter() - started
     rows = load_manifest(csv)
     classes = sorted(set(rows["label"]))
@@ -104,8 +111,12 @@ def main() -> None:
         entry.unlink()
 
     results: dict[str, object] = {
-        "images": len(paths), "classes": len(classes), "mean_jpeg_kb": round(float(np.mean(sizes)) / 1024, 1),
-        "longest_side": args.image_size, "batch_size": args.batch_size, "simulate_s": round(simulate_s, 1),
+        "images": len(paths),
+        "classes": len(classes),
+        "mean_jpeg_kb": round(float(np.mean(sizes)) / 1024, 1),
+        "longest_side": args.image_size,
+        "batch_size": args.batch_size,
+        "simulate_s": round(simulate_s, 1),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "runs": [],
     }
@@ -114,23 +125,38 @@ def main() -> None:
     prepare_s = time.perf_counter() - cold_start
     for workers in args.workers:
         generator = torch.Generator().manual_seed(0)
-        def loader(dataset: Dataset, g: torch.Generator = generator, w: int = workers) -> DataLoader:
+
+        def loader(
+            dataset: Dataset, g: torch.Generator = generator, w: int = workers
+        ) -> DataLoader:
             # One loader for all epochs, as a training loop holds it: workers start once.
             sampler = class_balanced_sampler(targets, len(classes), g)
-            return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=w,
-                              persistent_workers=w > 0)
+            return DataLoader(
+                dataset,
+                batch_size=args.batch_size,
+                sampler=sampler,
+                num_workers=w,
+                persistent_workers=w > 0,
+            )
+
         groh_loader = loader(GrohDataset(paths, targets))
         groh = [epoch_rate(groh_loader) for _ in range(args.epochs)]
-        ours_loader = loader(ImageDataset(prepared.entries, targets, train_transform(spec, to_float=False)))
+        ours_loader = loader(
+            ImageDataset(prepared.entries, targets, train_transform(spec, to_float=False))
+        )
         ours = [epoch_rate(ours_loader, finish=True) for _ in range(args.epochs)]
         del groh_loader, ours_loader
         # Cold: the first epoch of a fresh run also builds the cache (decode + resize once).
         n = len(paths)
         cold = n / (prepare_s + n / ours[0])
-        run = {"workers": workers, "groh_img_s": round(float(np.mean(groh)), 1),
-               "ours_img_s": round(float(np.mean(ours)), 1), "ours_cold_epoch_img_s": round(cold, 1),
-               "speedup": round(float(np.mean(ours) / np.mean(groh)), 2),
-               "speedup_cold_epoch": round(float(cold / np.mean(groh)), 2)}
+        run = {
+            "workers": workers,
+            "groh_img_s": round(float(np.mean(groh)), 1),
+            "ours_img_s": round(float(np.mean(ours)), 1),
+            "ours_cold_epoch_img_s": round(cold, 1),
+            "speedup": round(float(np.mean(ours) / np.mean(groh)), 2),
+            "speedup_cold_epoch": round(float(cold / np.mean(groh)), 2),
+        }
         results["runs"].append(run)  # type: ignore[union-attr]
         print(json.dumps(run), flush=True)
     results["prepare_s"] = round(prepare_s, 1)

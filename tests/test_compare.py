@@ -30,10 +30,14 @@ def write_pair(
     """Two predictions CSVs over the same images, differing only in the prediction."""
     paths = []
     for name, pred in (("a.csv", pred_a), ("b.csv", pred_b)):
-        frame = pd.DataFrame({
-            "image_id": [f"img{i:04d}" for i in range(len(label))],
-            "label": label, "fst": fst, "prediction": pred,
-        })
+        frame = pd.DataFrame(
+            {
+                "image_id": [f"img{i:04d}" for i in range(len(label))],
+                "label": label,
+                "fst": fst,
+                "prediction": pred,
+            }
+        )
         for cls in CLASSES:
             frame[f"p_{cls}"] = (frame["prediction"] == cls).astype(float)
         frame.to_csv(tmp_path / name, index=False)

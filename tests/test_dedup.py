@@ -96,8 +96,14 @@ def test_missing_corrupt_tiny_and_pathless_images_are_skipped(photo_set, tmp_pat
     corrupt.write_bytes(photo_set["a"].read_bytes()[:200])
     tiny = save_jpeg(textured(99, size=16), tmp_path / "tiny.jpg")
     manifest = manifest_of(
-        {"a": photo_set["a"], "gone": tmp_path / "gone.jpg", "corrupt": corrupt, "tiny": tiny,
-         "nopath": "", "b": photo_set["b"]}
+        {
+            "a": photo_set["a"],
+            "gone": tmp_path / "gone.jpg",
+            "corrupt": corrupt,
+            "tiny": tiny,
+            "nopath": "",
+            "b": photo_set["b"],
+        }
     )
     hashes = hash_images(manifest, progress=False)
     assert hashes["image_id"].tolist() == ["a", "b"]
@@ -154,8 +160,14 @@ def test_groups_are_connected_components_with_ids_independent_of_row_order() -> 
     hashes = pd.DataFrame(
         {
             "image_id": ["z", "y", "x", "far", "w", "v"],
-            "phash": ["000000000000000f", "0000000000000003", "0000000000000000",
-                      "ffffffffffffffff", "f0f0f0f0f0f0f0f0", "f0f0f0f0f0f0f0f0"],
+            "phash": [
+                "000000000000000f",
+                "0000000000000003",
+                "0000000000000000",
+                "ffffffffffffffff",
+                "f0f0f0f0f0f0f0f0",
+                "f0f0f0f0f0f0f0f0",
+            ],
         }
     )
     groups = near_duplicate_groups(hashes, threshold=2)
@@ -184,8 +196,9 @@ def test_twenty_thousand_hashes_group_in_seconds() -> None:
 def test_folding_edges_under_a_small_budget_keeps_the_same_groups(monkeypatch) -> None:
     # 12 random low bits: about 7% of pairs lie within 3 bits, thousands of edges in all.
     low = np.random.default_rng(2).integers(0, 2**12, 400)
-    hashes = pd.DataFrame({"image_id": [f"k{k:03d}" for k in range(400)],
-                           "phash": [f"{int(w):016x}" for w in low]})
+    hashes = pd.DataFrame(
+        {"image_id": [f"k{k:03d}" for k in range(400)], "phash": [f"{int(w):016x}" for w in low]}
+    )
     expected = near_duplicate_groups(hashes, threshold=3)
     monkeypatch.setattr(dedup, "_EDGE_BUDGET", 50)
     pd.testing.assert_frame_equal(near_duplicate_groups(hashes, threshold=3), expected)
@@ -228,9 +241,12 @@ def test_near_duplicate_groups_refuses_bad_input(hashes, threshold, message) -> 
 
 def small_plan() -> pd.DataFrame:
     rows = [
-        ("t1", "train", "", "psoriasis", 1), ("t2", "train", "", "psoriasis", 2),
-        ("s1", "seed", "", "psoriasis", 5), ("x1", "test", "3-4", "psoriasis", 3),
-        ("x2", "test", "3-4", "folliculitis", 4), ("y1", "test", "5-6", "psoriasis", 6),
+        ("t1", "train", "", "psoriasis", 1),
+        ("t2", "train", "", "psoriasis", 2),
+        ("s1", "seed", "", "psoriasis", 5),
+        ("x1", "test", "3-4", "psoriasis", 3),
+        ("x2", "test", "3-4", "folliculitis", 4),
+        ("y1", "test", "5-6", "psoriasis", 6),
         ("y2", "test", "5-6", "folliculitis", 5),
     ]
     plan = pd.DataFrame(rows, columns=["image_id", "split", "test_group", "label", "fst"])
@@ -246,14 +262,25 @@ def test_cross_split_report_keeps_only_groups_that_cross_lines() -> None:
     )
     crossing = cross_split_groups(small_plan(), groups)
     assert list(crossing.columns) == [
-        "group", "image_id", "split", "test_group", "label", "fst", "path", "crossing",
+        "group",
+        "image_id",
+        "split",
+        "test_group",
+        "label",
+        "fst",
+        "path",
+        "crossing",
     ]
     # g4: both train; g5: one member outside the plan. Neither crosses a line.
     assert crossing["group"].unique().tolist() == ["g1", "g2", "g3", "g6"]
     assert crossing["image_id"].tolist() == ["t1", "x1", "t2", "s1", "x2", "y2", "s1", "x1"]
     by_group = crossing.drop_duplicates("group").set_index("group")["crossing"].to_dict()
-    assert by_group == {"g1": "train+test[3-4]", "g2": "train+seed", "g3": "test[3-4]+test[5-6]",
-                        "g6": "seed+test[3-4]"}
+    assert by_group == {
+        "g1": "train+test[3-4]",
+        "g2": "train+seed",
+        "g3": "test[3-4]+test[5-6]",
+        "g6": "seed+test[3-4]",
+    }
     assert crossing.loc[0, "path"] == "t1.jpg"
     assert cross_split_groups(small_plan(), groups.iloc[6:10]).empty
 
@@ -273,8 +300,15 @@ def test_cross_split_report_refuses_things_that_are_not_plans() -> None:
 # ---------------------------------------------------------------------------- through the CLI
 
 F17K_HEADER = [
-    "md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label",
-    "three_partition_label", "qc", "url", "url_alphanum",
+    "md5hash",
+    "fitzpatrick_scale",
+    "fitzpatrick_centaur",
+    "label",
+    "nine_partition_label",
+    "three_partition_label",
+    "qc",
+    "url",
+    "url_alphanum",
 ]
 AUGMENTED = "psoriasis"
 OTHER = "folliculitis"
@@ -305,16 +339,44 @@ def f17k_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         writer = csv.writer(handle)
         writer.writerow(F17K_HEADER)
         for image_id, fst, label in rows:
-            writer.writerow([image_id, fst, fst, label, "inflammatory", "non-neoplastic", "",
-                             f"https://example.org/{image_id}.jpg", f"{image_id}jpg"])
+            writer.writerow(
+                [
+                    image_id,
+                    fst,
+                    fst,
+                    label,
+                    "inflammatory",
+                    "non-neoplastic",
+                    "",
+                    f"https://example.org/{image_id}.jpg",
+                    f"{image_id}jpg",
+                ]
+            )
     return root
 
 
 def plan_args(root: Path, out: Path, *extra: str) -> list[str | Path]:
-    return ["data", "plan", "--csv", root / "fitzpatrick17k.csv",
-            "--conditions", f"{AUGMENTED},{OTHER}", "--train-fst", "1,2",
-            "--test-fst", "3,4", "--test-fst", "5,6", "--augment", AUGMENTED,
-            "--seeds-per-condition", "2", *extra, "--out", out]
+    return [
+        "data",
+        "plan",
+        "--csv",
+        root / "fitzpatrick17k.csv",
+        "--conditions",
+        f"{AUGMENTED},{OTHER}",
+        "--train-fst",
+        "1,2",
+        "--test-fst",
+        "3,4",
+        "--test-fst",
+        "5,6",
+        "--augment",
+        AUGMENTED,
+        "--seeds-per-condition",
+        "2",
+        *extra,
+        "--out",
+        out,
+    ]
 
 
 def test_plan_keeps_near_copies_of_train_images_out_of_test(f17k_dir, tmp_path, run_cli) -> None:
@@ -355,8 +417,9 @@ def test_dedup_command_writes_groups_and_cross_split_report(f17k_dir, tmp_path, 
     unguarded = tmp_path / "plan.csv"
     assert run_cli(*plan_args(f17k_dir, unguarded, "--dedup-threshold", "0")).code == 0
     out = tmp_path / "dups.csv"
-    result = run_cli("data", "dedup", "--csv", f17k_dir / "fitzpatrick17k.csv",
-                     "--plan", unguarded, "--out", out)
+    result = run_cli(
+        "data", "dedup", "--csv", f17k_dir / "fitzpatrick17k.csv", "--plan", unguarded, "--out", out
+    )
     assert result.code == 0, result.stderr
     groups = pd.read_csv(out, dtype=str)
     assert groups["group"].tolist() == ["g0001"] * 2 + ["g0002"] * 2
@@ -373,8 +436,16 @@ def test_dedup_command_writes_groups_and_cross_split_report(f17k_dir, tmp_path, 
 
     guarded = tmp_path / "guarded.csv"
     assert run_cli(*plan_args(f17k_dir, guarded)).code == 0
-    result = run_cli("data", "dedup", "--csv", f17k_dir / "fitzpatrick17k.csv",
-                     "--plan", guarded, "--out", tmp_path / "after.csv")
+    result = run_cli(
+        "data",
+        "dedup",
+        "--csv",
+        f17k_dir / "fitzpatrick17k.csv",
+        "--plan",
+        guarded,
+        "--out",
+        tmp_path / "after.csv",
+    )
     assert result.code == 0, result.stderr
     assert "0 group(s) cross train/seed/test lines" in result.stdout
     after = (tmp_path / "after_cross_split.csv").read_text()
@@ -409,16 +480,31 @@ def test_plan_reports_unreadable_images_and_still_runs(tmp_path, f17k_dir, run_c
     ],
 )
 def test_dedup_command_refuses_bad_input(f17k_dir, tmp_path, run_cli, extra, message) -> None:
-    result = run_cli("data", "dedup", "--csv", f17k_dir / "fitzpatrick17k.csv",
-                     *extra, "--out", tmp_path / "dups.csv")
+    result = run_cli(
+        "data",
+        "dedup",
+        "--csv",
+        f17k_dir / "fitzpatrick17k.csv",
+        *extra,
+        "--out",
+        tmp_path / "dups.csv",
+    )
     assert result.code == 2
     assert message in result.stderr
     assert not (tmp_path / "dups.csv").exists()
 
 
 def test_dedup_command_refuses_a_table_that_is_not_a_plan(f17k_dir, tmp_path, run_cli) -> None:
-    result = run_cli("data", "dedup", "--csv", f17k_dir / "fitzpatrick17k.csv",
-                     "--plan", f17k_dir / "fitzpatrick17k.csv", "--out", tmp_path / "dups.csv")
+    result = run_cli(
+        "data",
+        "dedup",
+        "--csv",
+        f17k_dir / "fitzpatrick17k.csv",
+        "--plan",
+        f17k_dir / "fitzpatrick17k.csv",
+        "--out",
+        tmp_path / "dups.csv",
+    )
     assert result.code == 2
     assert "the plan lacks column(s) 'split', 'test_group'" in result.stderr
 

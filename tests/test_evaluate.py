@@ -50,6 +50,7 @@ def paper_rows() -> list[tuple[str, int, str]]:
 
 # --------------------------------------------------------------------------- intervals
 
+
 def test_wald_matches_the_paper_example_and_the_hand_formula() -> None:
     p, n = 31 / 177, 177
     half = Z95 * math.sqrt(p * (1 - p) / n)
@@ -93,13 +94,20 @@ def test_empty_cell_gives_nan_not_a_division_error() -> None:
 
 # --------------------------------------------------------------------------- tables
 
+
 def test_accuracy_table_and_group_summary(tmp_path: Path) -> None:
     nd, ps, scc = CLASSES
     rows = [
         # FST 1-2: nd 2/3 right, ps 1/1 right
-        (nd, 1, nd), (nd, 2, nd), (nd, 1, ps), (ps, 2, ps),
+        (nd, 1, nd),
+        (nd, 2, nd),
+        (nd, 1, ps),
+        (ps, 2, ps),
         # FST 3-4: nd 0/2, scc 1/2
-        (nd, 3, ps), (nd, 4, scc), (scc, 3, scc), (scc, 4, nd),
+        (nd, 3, ps),
+        (nd, 4, scc),
+        (scc, 3, scc),
+        (scc, 4, nd),
         # unknown skin type: in no group
         (ps, -1, ps),
     ]
@@ -184,6 +192,7 @@ def test_cli_table_json_and_out_files(tmp_path: Path, run_cli) -> None:
 
 # --------------------------------------------------------------------------- bad input
 
+
 def test_missing_columns_are_named(tmp_path: Path, run_cli) -> None:
     path = tmp_path / "p.csv"
     pd.DataFrame({"image_id": ["a"], "label": ["psoriasis"]}).to_csv(path, index=False)
@@ -235,8 +244,13 @@ def test_other_bad_inputs(tmp_path: Path, run_cli) -> None:
 
     dup = tmp_path / "dup.csv"
     pd.DataFrame(
-        {"image_id": ["a", "a"], "label": ["x", "x"], "fst": [1, 1], "prediction": ["x", "x"],
-         "run": ["r1", "r2"]}
+        {
+            "image_id": ["a", "a"],
+            "label": ["x", "x"],
+            "fst": [1, 1],
+            "prediction": ["x", "x"],
+            "run": ["r1", "r2"],
+        }
     ).to_csv(dup, index=False)
     result = run_cli("evaluate", dup)
     assert result.code == 2 and "several runs (column run: r1, r2)" in result.stderr

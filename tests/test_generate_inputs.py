@@ -24,11 +24,25 @@ def make_seeds(tmp_path: Path, fsts=(1, 5, 6), size=(100, 80), plan: bool = True
         rng = np.random.default_rng(i)
         path = folder / f"s{i}.jpg"
         Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype("uint8")).save(path)
-        rows.append({"image_id": f"s{i}", "path": str(path), "label": "psoriasis", "fst": fst,
-                     "split": "seed"})
+        rows.append(
+            {
+                "image_id": f"s{i}",
+                "path": str(path),
+                "label": "psoriasis",
+                "fst": fst,
+                "split": "seed",
+            }
+        )
     if plan:
-        rows.append({"image_id": "t0", "path": str(folder / "s0.jpg"), "label": "psoriasis",
-                     "fst": 1, "split": "train"})
+        rows.append(
+            {
+                "image_id": "t0",
+                "path": str(folder / "s0.jpg"),
+                "label": "psoriasis",
+                "fst": 1,
+                "split": "train",
+            }
+        )
     csv = tmp_path / "seeds.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return csv
@@ -63,8 +77,17 @@ def test_prompt_table_missing_a_seed_is_refused(tmp_path, run_cli):
     assert run_cli("generate", "prompts", "--seeds", seeds, "--out", prompts).code == 0
     table = pd.read_csv(prompts, dtype=str, keep_default_na=False)
     table[table["image_id"] != "s1"].to_csv(prompts, index=False)
-    result = run_cli("generate", "--seeds", seeds, "--prompts", prompts, "--backend", "tiny",
-                     "--out", tmp_path / "run")
+    result = run_cli(
+        "generate",
+        "--seeds",
+        seeds,
+        "--prompts",
+        prompts,
+        "--backend",
+        "tiny",
+        "--out",
+        tmp_path / "run",
+    )
     assert result.code == 2
     assert "no row for seed 's1'" in result.stderr
 
@@ -105,11 +128,16 @@ def test_user_mask_of_the_wrong_size_is_refused(tmp_path):
         (["--n", "0"], "--n must be >= 1"),
         (["--backend", "midjourney"], "unknown backend 'midjourney'"),
         (["--mode", "outpaint"], "unknown --mode"),
-        (["--backend", "diffusers", "--model", "./no/such/folder"], "model folder ./no/such/folder not found"),
+        (
+            ["--backend", "diffusers", "--model", "./no/such/folder"],
+            "model folder ./no/such/folder not found",
+        ),
         (["--backend", "diffusers"], "--model is required"),
     ],
 )
-def test_bad_parameters_are_refused_before_any_model_loads(tmp_path, run_cli, monkeypatch, args, message):
+def test_bad_parameters_are_refused_before_any_model_loads(
+    tmp_path, run_cli, monkeypatch, args, message
+):
     from dermsynth.generate.backends import diffusers_backend
 
     def no_load(self):  # the test fails if a model were loaded
@@ -117,17 +145,24 @@ def test_bad_parameters_are_refused_before_any_model_loads(tmp_path, run_cli, mo
 
     monkeypatch.setattr(diffusers_backend.DiffusersBackend, "load", no_load)
     seeds = make_seeds(tmp_path)
-    result = run_cli("generate", "--seeds", seeds, "--backend", "tiny", "--out", tmp_path / "run", *args)
+    result = run_cli(
+        "generate", "--seeds", seeds, "--backend", "tiny", "--out", tmp_path / "run", *args
+    )
     assert result.code == 2, result.stderr
     assert message in result.stderr
     assert result.stderr.startswith("error: ")
 
 
-def test_missing_and_corrupt_seed_images_are_named_before_any_model_loads(tmp_path, run_cli, monkeypatch):
+def test_missing_and_corrupt_seed_images_are_named_before_any_model_loads(
+    tmp_path, run_cli, monkeypatch
+):
     from dermsynth.generate.backends import diffusers_backend
 
-    monkeypatch.setattr(diffusers_backend.DiffusersBackend, "load",
-                        lambda self: (_ for _ in ()).throw(AssertionError("model loaded")))
+    monkeypatch.setattr(
+        diffusers_backend.DiffusersBackend,
+        "load",
+        lambda self: (_ for _ in ()).throw(AssertionError("model loaded")),
+    )
     seeds = make_seeds(tmp_path)
     (tmp_path / "images" / "s1.jpg").unlink()
     (tmp_path / "images" / "s2.jpg").write_bytes(b"not a jpeg")

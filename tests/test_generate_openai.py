@@ -53,22 +53,41 @@ class FakeImages(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["content-length"]))
         fields = _parts(body, self.headers["content-type"])
         prompt = fields["prompt"].decode()
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("authorization"),
-                                    **{k: v for k, v in fields.items() if k not in ("image", "mask")},
-                                    "mask": fields.get("mask"), "image": fields.get("image")})
+        type(self).requests.append(
+            {
+                "path": self.path,
+                "auth": self.headers.get("authorization"),
+                **{k: v for k, v in fields.items() if k not in ("image", "mask")},
+                "mask": fields.get("mask"),
+                "image": fields.get("image"),
+            }
+        )
         if not type(self).rate_limited:
             type(self).rate_limited = True
-            self._reply(429, {"error": {"message": "Rate limit reached", "type": "requests"}},
-                        {"retry-after": "0"})
+            self._reply(
+                429,
+                {"error": {"message": "Rate limit reached", "type": "requests"}},
+                {"retry-after": "0"},
+            )
             return
         if "broken" in prompt:
-            self._reply(500, {"error": {"message": "server error", "type": "server_error"}},
-                        {"retry-after": "0"})
+            self._reply(
+                500,
+                {"error": {"message": "server error", "type": "server_error"}},
+                {"retry-after": "0"},
+            )
             return
         if "refuse" in prompt:
-            self._reply(400, {"error": {
-                "message": "Your request was rejected as a result of our safety system.",
-                "type": "invalid_request_error", "code": "content_policy_violation"}})
+            self._reply(
+                400,
+                {
+                    "error": {
+                        "message": "Your request was rejected as a result of our safety system.",
+                        "type": "invalid_request_error",
+                        "code": "content_policy_violation",
+                    }
+                },
+            )
             return
         side = int(fields["size"].decode().split("x")[0])
         buffer = io.BytesIO()
@@ -95,7 +114,9 @@ def _seeds_and_prompts(tmp_path):
     rows, prompts = [], []
     for i, (fst, prompt) in enumerate([(5, ""), (6, "please refuse this"), (1, "broken request")]):
         path = tmp_path / f"s{i}.png"
-        Image.fromarray((np.random.default_rng(i).random((60, 80, 3)) * 255).astype("uint8")).save(path)
+        Image.fromarray((np.random.default_rng(i).random((60, 80, 3)) * 255).astype("uint8")).save(
+            path
+        )
         rows.append({"image_id": f"s{i}", "path": str(path), "label": "psoriasis", "fst": fst})
         prompts.append({"image_id": f"s{i}", "prompt": prompt})
     pd.DataFrame(rows).to_csv(tmp_path / "seeds.csv", index=False)
@@ -106,8 +127,24 @@ def _seeds_and_prompts(tmp_path):
 def test_openai_edits_with_retry_refusal_and_server_error(tmp_path, run_cli, fake_openai):
     seeds, prompts = _seeds_and_prompts(tmp_path)
     out = tmp_path / "run"
-    result = run_cli("generate", "--seeds", seeds, "--prompts", prompts, "--backend", "openai",
-                     "--n", "2", "--resolution", "256", "--retries", "2", "--out", out, "--no-progress")
+    result = run_cli(
+        "generate",
+        "--seeds",
+        seeds,
+        "--prompts",
+        prompts,
+        "--backend",
+        "openai",
+        "--n",
+        "2",
+        "--resolution",
+        "256",
+        "--retries",
+        "2",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert result.code == 0, result.stderr
     assert "made 2 image(s)" in result.stdout
     assert "2 seed(s) failed: s1 (refused), s2 (error)" in result.stderr
@@ -121,7 +158,10 @@ def test_openai_edits_with_retry_refusal_and_server_error(tmp_path, run_cli, fak
     with Image.open(row["path"]) as image:
         assert image.size == (256, 256)
     failures = pd.read_csv(out / "failures.csv")
-    assert dict(zip(failures["seed_id"], failures["kind"], strict=True)) == {"s1": "refused", "s2": "error"}
+    assert dict(zip(failures["seed_id"], failures["kind"], strict=True)) == {
+        "s1": "refused",
+        "s2": "error",
+    }
 
     first = fake_openai.requests[0]
     assert first["path"] == "/v1/images/edits" and first["auth"] == "Bearer sk-test"

@@ -17,18 +17,37 @@ def test_ray_shards_seeds_and_merges_the_manifests(tmp_path, run_cli):
     rows = []
     for i in range(3):
         path = tmp_path / f"s{i}.png"
-        Image.fromarray((np.random.default_rng(i).random((40, 40, 3)) * 255).astype("uint8")).save(path)
+        Image.fromarray((np.random.default_rng(i).random((40, 40, 3)) * 255).astype("uint8")).save(
+            path
+        )
         rows.append({"image_id": f"s{i}", "path": str(path), "label": "psoriasis", "fst": 5})
     pd.DataFrame(rows).to_csv(tmp_path / "seeds.csv", index=False)
     out = tmp_path / "run"
-    args = ["generate", "--seeds", tmp_path / "seeds.csv", "--backend", "tiny", "--n", "2",
-            "--steps", "2", "--resolution", "32", "--out", out, "--no-progress"]
+    args = [
+        "generate",
+        "--seeds",
+        tmp_path / "seeds.csv",
+        "--backend",
+        "tiny",
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "--resolution",
+        "32",
+        "--out",
+        out,
+        "--no-progress",
+    ]
     result = run_cli(*args, "--executor", "ray", "--workers", "2")
     assert result.code == 0, result.stderr
     assert "made 6 image(s)" in result.stdout
     manifest = load_manifest(out / "manifest.csv")
     assert list(manifest["image_id"]) == [f"s{i}_c0{k}" for i in range(3) for k in range(2)]
-    assert sorted(p.name for p in (out / "shards").glob("*.csv")) == ["manifest_0.csv", "manifest_1.csv"]
+    assert sorted(p.name for p in (out / "shards").glob("*.csv")) == [
+        "manifest_0.csv",
+        "manifest_1.csv",
+    ]
 
     # The shards used the random seeds a local run uses, so they make the same images (up to
     # float rounding: shards batch fewer images and run on one thread each).

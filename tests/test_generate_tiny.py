@@ -29,8 +29,14 @@ def make_seeds(tmp_path: Path, count: int = 3) -> Path:
         path = folder / f"s{i}.png"
         rng = np.random.default_rng(i)
         Image.fromarray((rng.random((72, 96, 3)) * 255).astype("uint8")).save(path)
-        rows.append({"image_id": f"s{i}", "path": str(path), "label": "psoriasis",
-                     "fst": [1, 5, 6, 2, 3, 4][i % 6]})
+        rows.append(
+            {
+                "image_id": f"s{i}",
+                "path": str(path),
+                "label": "psoriasis",
+                "fst": [1, 5, 6, 2, 3, 4][i % 6],
+            }
+        )
     csv = tmp_path / "seeds.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return csv
@@ -40,8 +46,20 @@ def make_seeds(tmp_path: Path, count: int = 3) -> Path:
 def test_tiny_backend_drives_every_mode_through_the_cli(tmp_path, run_cli, mode):
     seeds = make_seeds(tmp_path, 2)
     out = tmp_path / "run"
-    result = run_cli("generate", "--seeds", seeds, "--backend", "tiny", "--n", "2", "--mode", mode,
-                     "--out", out, *FAST)
+    result = run_cli(
+        "generate",
+        "--seeds",
+        seeds,
+        "--backend",
+        "tiny",
+        "--n",
+        "2",
+        "--mode",
+        mode,
+        "--out",
+        out,
+        *FAST,
+    )
     assert result.code == 0, result.stderr
     assert "made 4 image(s)" in result.stdout
     manifest = load_manifest(out / "manifest.csv")
@@ -49,7 +67,9 @@ def test_tiny_backend_drives_every_mode_through_the_cli(tmp_path, run_cli, mode)
     assert set(manifest["origin"]) == {"synthetic"}
     assert list(manifest["parent_id"]) == ["s0", "s0", "s1", "s1"]
     assert list(manifest["fst"]) == [1, 1, 5, 5]
-    assert manifest["prompt"].iloc[2] == "An image of psoriasis on the skin of a dark-skinned person."
+    assert (
+        manifest["prompt"].iloc[2] == "An image of psoriasis on the skin of a dark-skinned person."
+    )
     row = manifest.iloc[0]
     assert (row["backend"], row["model"], row["mode"], row["steps"]) == ("tiny", "tiny", mode, "2")
     assert row["scheduler"] == "dpm" and row["device"] == "cpu" and row["precision"] == "float32"
@@ -67,9 +87,30 @@ def test_saved_pipeline_folder_runs_through_the_diffusers_backend(tmp_path, run_
     model = save_tiny_pipeline(tmp_path / "model", "img2img")
     seeds = make_seeds(tmp_path, 1)
     out = tmp_path / "run"
-    result = run_cli("generate", "--seeds", seeds, "--backend", "diffusers", "--model", model,
-                     "--mode", "img2img", "--scheduler", "euler", "--strength", "0.5",
-                     "--steps", "4", "--resolution", "32", "--n", "2", "--out", out, "--no-progress")
+    result = run_cli(
+        "generate",
+        "--seeds",
+        seeds,
+        "--backend",
+        "diffusers",
+        "--model",
+        model,
+        "--mode",
+        "img2img",
+        "--scheduler",
+        "euler",
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "--resolution",
+        "32",
+        "--n",
+        "2",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert result.code == 0, result.stderr
     manifest = load_manifest(out / "manifest.csv")
     assert manifest["model"].iloc[0] == str(model)
@@ -93,8 +134,9 @@ def test_one_failing_seed_is_recorded_and_the_others_are_made(tmp_path, run_cli,
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         patch.setattr(DiffusersBackend, "generate", flaky)
-        result = run_cli("generate", "--seeds", seeds, "--backend", "tiny", "--n", "2",
-                         "--out", out, *FAST)
+        result = run_cli(
+            "generate", "--seeds", seeds, "--backend", "tiny", "--n", "2", "--out", out, *FAST
+        )
     assert result.code == 0, result.stderr
     assert "1 seed(s) failed: s1 (error)" in result.stderr
     failures = pd.read_csv(out / "failures.csv")
@@ -102,7 +144,9 @@ def test_one_failing_seed_is_recorded_and_the_others_are_made(tmp_path, run_cli,
     assert list(load_manifest(out / "manifest.csv")["parent_id"]) == ["s0", "s0", "s2", "s2"]
 
     # The same command again makes only the failed seed's images.
-    result = run_cli("generate", "--seeds", seeds, "--backend", "tiny", "--n", "2", "--out", out, *FAST)
+    result = run_cli(
+        "generate", "--seeds", seeds, "--backend", "tiny", "--n", "2", "--out", out, *FAST
+    )
     assert result.code == 0, result.stderr
     assert "made 2 image(s), 4 already there" in result.stdout
     assert not (out / "failures.csv").exists()
@@ -112,26 +156,62 @@ def test_one_failing_seed_is_recorded_and_the_others_are_made(tmp_path, run_cli,
 def test_changed_settings_do_not_mix_into_an_existing_run(tmp_path, run_cli):
     seeds = make_seeds(tmp_path, 1)
     out = tmp_path / "run"
-    assert run_cli("generate", "--seeds", seeds, "--backend", "tiny", "--n", "1", "--out", out, *FAST).code == 0
-    result = run_cli("generate", "--seeds", seeds, "--backend", "tiny", "--n", "1", "--out", out,
-                     "--steps", "3", "--resolution", "32", "--no-progress")
+    assert (
+        run_cli(
+            "generate", "--seeds", seeds, "--backend", "tiny", "--n", "1", "--out", out, *FAST
+        ).code
+        == 0
+    )
+    result = run_cli(
+        "generate",
+        "--seeds",
+        seeds,
+        "--backend",
+        "tiny",
+        "--n",
+        "1",
+        "--out",
+        out,
+        "--steps",
+        "3",
+        "--resolution",
+        "32",
+        "--no-progress",
+    )
     assert result.code == 2
     assert "other settings (steps: 2 -> 3)" in result.stderr
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*") if p.is_file()}
+    return {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*") if p.is_file()
+    }
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_with_exactly_the_missing_images(tmp_path, run_cli):
     seeds = make_seeds(tmp_path, 4)
     out = tmp_path / "run"
-    args = ["generate", "--seeds", str(seeds), "--backend", "tiny", "--n", "3", "--batch-size", "1",
-            "--steps", "2", "--resolution", "32", "--no-progress"]
+    args = [
+        "generate",
+        "--seeds",
+        str(seeds),
+        "--backend",
+        "tiny",
+        "--n",
+        "3",
+        "--batch-size",
+        "1",
+        "--steps",
+        "2",
+        "--resolution",
+        "32",
+        "--no-progress",
+    ]
     process = subprocess.Popen(
         [sys.executable, "-c", "from dermsynth.cli import main; main()", *args, "--out", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -152,7 +232,11 @@ def test_killed_run_resumes_with_exactly_the_missing_images(tmp_path, run_cli):
     assert len(after) == 12
     assert all(after[name] == stamp for name, stamp in before.items())  # none made twice
     images_after = _files(out / "images")
-    assert all(images_after[n] == images_before[n] for n in images_before if n.replace(".png", ".json") in before)
+    assert all(
+        images_after[n] == images_before[n]
+        for n in images_before
+        if n.replace(".png", ".json") in before
+    )
     assert sorted(images_after) == sorted(n.replace(".json", ".png") for n in after)
     assert not list(out.rglob("*.tmp"))
     manifest = load_manifest(out / "manifest.csv")
@@ -175,8 +259,18 @@ def test_killed_run_resumes_with_exactly_the_missing_images(tmp_path, run_cli):
 def test_unreachable_hub_id_names_both_ways_to_give_a_model(tmp_path, run_cli, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     seeds = make_seeds(tmp_path, 1)
-    result = run_cli("generate", "--seeds", seeds, "--backend", "diffusers", "--model",
-                     "dermsynth-test/no-such-model", "--out", tmp_path / "run", *FAST)
+    result = run_cli(
+        "generate",
+        "--seeds",
+        seeds,
+        "--backend",
+        "diffusers",
+        "--model",
+        "dermsynth-test/no-such-model",
+        "--out",
+        tmp_path / "run",
+        *FAST,
+    )
     assert result.code == 2
     assert "cannot load model 'dermsynth-test/no-such-model'" in result.stderr
     assert "hub id" in result.stderr and "local folder" in result.stderr

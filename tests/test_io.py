@@ -82,7 +82,9 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
     folder = tmp_path / "study"
     proc = _holder(folder, 30)
     try:
-        with pytest.raises(DermsynthError, match=rf"in use by another dermsynth process {proc.pid}"):
+        with pytest.raises(
+            DermsynthError, match=rf"in use by another dermsynth process {proc.pid}"
+        ):
             FolderLock(folder, "a study folder").acquire()
     finally:
         proc.kill()

@@ -22,16 +22,26 @@ pytest.importorskip("fastapi", reason="the review page needs the 'review' extra 
 
 CHROMIUM = os.environ.get("DERMSYNTH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     paths = make_candidate_run(tmp_path)
-    select_candidates(paths["manifest"], paths["run"] / "selected.csv",
-                      options=SelectOptions(k=2), test_csv=paths["plan"])
+    select_candidates(
+        paths["manifest"],
+        paths["run"] / "selected.csv",
+        options=SelectOptions(k=2),
+        test_csv=paths["plan"],
+    )
     (tmp_path / "secret.txt").write_text("TOP-SECRET")
     return paths["run"]
 
@@ -74,17 +84,37 @@ def test_state_and_decisions_are_saved(client, run_dir: Path) -> None:  # type: 
 
 
 def test_bad_requests_get_4xx(client) -> None:  # type: ignore[no-untyped-def]
-    assert client.post("/api/decision", json={"image_id": "nope", "decision": "accept"}).status_code == 404
-    assert client.post("/api/decision", json={"image_id": "s_light_c00", "decision": "love"}).status_code == 422
+    assert (
+        client.post("/api/decision", json={"image_id": "nope", "decision": "accept"}).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            "/api/decision", json={"image_id": "s_light_c00", "decision": "love"}
+        ).status_code
+        == 422
+    )
     assert client.post("/api/decision", json={"decision": "accept"}).status_code == 422
-    assert client.post("/api/decision", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert (
+        client.post(
+            "/api/decision", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
     assert client.get("/api/decision").status_code == 405
 
 
-@pytest.mark.parametrize("path", [
-    "/files/../secret.txt", "/files/..%2Fsecret.txt", "/files/%2e%2e/secret.txt",
-    "/files/images/../../secret.txt", "/files//etc/passwd", "/files/nothing.png",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/files/../secret.txt",
+        "/files/..%2Fsecret.txt",
+        "/files/%2e%2e/secret.txt",
+        "/files/images/../../secret.txt",
+        "/files//etc/passwd",
+        "/files/nothing.png",
+    ],
+)
 def test_files_outside_the_run_are_refused(client, path: str) -> None:  # type: ignore[no-untyped-def]
     reply = client.get(path)
     assert reply.status_code in (403, 404)
@@ -164,8 +194,12 @@ def test_review_page_in_a_browser(server: str, run_dir: Path) -> None:
             assert decisions["s_light_c00"] == "rejected"
 
             page.reload()
-            page.wait_for_selector(".cand[data-id='s_light_c03'][data-reviewed='accepted'][data-final='true']")
-            assert page.locator(".cand[data-id='s_light_c00']").get_attribute("data-final") == "false"
+            page.wait_for_selector(
+                ".cand[data-id='s_light_c03'][data-reviewed='accepted'][data-final='true']"
+            )
+            assert (
+                page.locator(".cand[data-id='s_light_c00']").get_attribute("data-final") == "false"
+            )
             # A second tab sees the same decisions.
             other = browser.new_page()
             other.goto(server + "/")
@@ -181,8 +215,11 @@ def test_review_page_in_a_browser(server: str, run_dir: Path) -> None:
 
 def test_reselecting_keeps_review_decisions(client, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
     client.post("/api/decision", json={"image_id": "s_dark_c03", "decision": "accept"})
-    result = select_candidates(run_dir / "manifest.csv", run_dir / "selected.csv",
-                               options=SelectOptions(k=2, contact_sheets=False))
+    result = select_candidates(
+        run_dir / "manifest.csv",
+        run_dir / "selected.csv",
+        options=SelectOptions(k=2, contact_sheets=False),
+    )
     assert any("kept 1 review decision" in n for n in result.notes)
     row = result.manifest.set_index("image_id").loc["s_dark_c03"]
     assert row["reviewed"] == "accepted" and bool(row["final"])

@@ -51,8 +51,18 @@ def make_candidate_run(root: Path, *, with_crops: bool = True) -> dict[str, Path
     for t in range(3):
         path = root / f"test{t}.png"
         Image.fromarray(_test_image(t)).save(path)
-        plan_rows.append({"image_id": f"test{t}", "path": str(path), "label": "psoriasis", "fst": 3,
-                          "origin": "real", "parent_id": "", "split": "test", "test_group": "3-4"})
+        plan_rows.append(
+            {
+                "image_id": f"test{t}",
+                "path": str(path),
+                "label": "psoriasis",
+                "fst": 3,
+                "origin": "real",
+                "parent_id": "",
+                "split": "test",
+                "test_group": "3-4",
+            }
+        )
     for k, (seed_id, (lightness, a, b, fst)) in enumerate(SEEDS.items()):
         seed = _skin((lightness, a, b), k)
         real = run / "real" / f"{seed_id}.png"
@@ -64,8 +74,18 @@ def make_candidate_run(root: Path, *, with_crops: bool = True) -> dict[str, Path
         mask[(yy - 32) ** 2 + (xx - 32) ** 2 <= 16**2] = 0
         mask_path = run / "seeds" / f"{seed_id}_mask.png"
         Image.fromarray(mask).save(mask_path)
-        plan_rows.append({"image_id": seed_id, "path": str(real), "label": "psoriasis", "fst": fst,
-                          "origin": "real", "parent_id": "", "split": "seed", "test_group": ""})
+        plan_rows.append(
+            {
+                "image_id": seed_id,
+                "path": str(real),
+                "label": "psoriasis",
+                "fst": fst,
+                "origin": "real",
+                "parent_id": "",
+                "split": "seed",
+                "test_group": "",
+            }
+        )
         variants = [
             _skin((lightness, a, b), 10 + k),
             _skin((lightness + 2, a, b), 20 + k),
@@ -77,11 +97,20 @@ def make_candidate_run(root: Path, *, with_crops: bool = True) -> dict[str, Path
             image_id = f"{seed_id}_c{c:02d}"
             path = run / "images" / f"{image_id}.png"
             Image.fromarray(array).save(path)
-            rows.append({
-                "image_id": image_id, "path": str(path), "label": "psoriasis", "fst": fst,
-                "origin": "synthetic", "parent_id": seed_id, "backend": "tiny", "candidate": c,
-                "seed_crop": str(crop) if with_crops else "", "seed_mask": str(mask_path),
-            })
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "path": str(path),
+                    "label": "psoriasis",
+                    "fst": fst,
+                    "origin": "synthetic",
+                    "parent_id": seed_id,
+                    "backend": "tiny",
+                    "candidate": c,
+                    "seed_crop": str(crop) if with_crops else "",
+                    "seed_mask": str(mask_path),
+                }
+            )
     pd.DataFrame(rows).to_csv(run / "manifest.csv", index=False)
     pd.DataFrame(plan_rows).to_csv(root / "plan.csv", index=False)
     return {"run": run, "manifest": run / "manifest.csv", "plan": root / "plan.csv"}
@@ -94,15 +123,41 @@ def cands(tmp_path: Path) -> dict[str, Path]:
 
 def test_select_keeps_top_k_excludes_leaks_and_explains(run_cli, cands: dict[str, Path]) -> None:
     out = cands["run"] / "selected.csv"
-    res = run_cli("select", "--candidates", cands["manifest"], "--k", "2", "--out", out,
-                  "--plan", cands["plan"])
+    res = run_cli(
+        "select",
+        "--candidates",
+        cands["manifest"],
+        "--k",
+        "2",
+        "--out",
+        out,
+        "--plan",
+        cands["plan"],
+    )
     assert res.code == 0, res.stderr
     assert "4 of 10 candidate(s) kept" in res.stdout and "2 excluded" in res.stdout
     assert "pathology not scored" in res.stderr
     frame = pd.read_csv(out, dtype=str, keep_default_na=False)
-    for column in ("score_tone", "fst_estimated", "ita", "score_similarity", "flag_similarity",
-                   "score_quality", "blur", "clipped", "colour_cast", "leak_distance", "excluded",
-                   "score", "rank", "selected", "reviewed", "final", "reason", "backend"):
+    for column in (
+        "score_tone",
+        "fst_estimated",
+        "ita",
+        "score_similarity",
+        "flag_similarity",
+        "score_quality",
+        "blur",
+        "clipped",
+        "colour_cast",
+        "leak_distance",
+        "excluded",
+        "score",
+        "rank",
+        "selected",
+        "reviewed",
+        "final",
+        "reason",
+        "backend",
+    ):
         assert column in frame.columns, column
     assert "score_pathology" not in frame.columns
     frame = frame.set_index("image_id")
@@ -115,9 +170,13 @@ def test_select_keeps_top_k_excludes_leaks_and_explains(run_cli, cands: dict[str
         # The good variants keep the seed's tone and beat the blurred and tinted ones.
         assert set(group.index[group["selected"] == "True"]) == {f"{seed_id}_c00", f"{seed_id}_c01"}
         assert group.loc[f"{seed_id}_c00", "fst_estimated"] == str(fst)
-        assert group.loc[f"{seed_id}_c00", "reason"].startswith(("kept: rank 1 of 4 (score ", "kept: rank 2 of 4 (score "))
+        assert group.loc[f"{seed_id}_c00", "reason"].startswith(
+            ("kept: rank 1 of 4 (score ", "kept: rank 2 of 4 (score ")
+        )
         assert group.loc[f"{seed_id}_c03", "reason"].startswith("dropped: rank ")
-        assert float(group.loc[f"{seed_id}_c02", "blur"]) < float(group.loc[f"{seed_id}_c00", "blur"])
+        assert float(group.loc[f"{seed_id}_c02", "blur"]) < float(
+            group.loc[f"{seed_id}_c00", "blur"]
+        )
     assert (frame["final"] == frame["selected"]).all()
     sheets = sorted(p.name for p in (cands["run"] / "contact_sheets").iterdir())
     assert sheets == ["s_dark.png", "s_light.png"]
@@ -128,8 +187,20 @@ def test_select_keeps_top_k_excludes_leaks_and_explains(run_cli, cands: dict[str
 
 def test_k_larger_than_candidates_keeps_what_there_is(run_cli, cands: dict[str, Path]) -> None:
     out = cands["run"] / "sel.csv"
-    res = run_cli("select", "--candidates", cands["manifest"], "--k", "9", "--out", out,
-                  "--plan", cands["plan"], "--no-contact-sheets", "--weights", "pathology=0")
+    res = run_cli(
+        "select",
+        "--candidates",
+        cands["manifest"],
+        "--k",
+        "9",
+        "--out",
+        out,
+        "--plan",
+        cands["plan"],
+        "--no-contact-sheets",
+        "--weights",
+        "pathology=0",
+    )
     assert res.code == 0, res.stderr
     assert "seed s_light: only 4 usable candidate(s) of 5, fewer than k=9; kept all 4" in res.stderr
     assert "pathology not scored" not in res.stderr
@@ -139,8 +210,9 @@ def test_k_larger_than_candidates_keeps_what_there_is(run_cli, cands: dict[str, 
 
 
 def test_without_test_images_the_guard_is_off_and_said(cands: dict[str, Path]) -> None:
-    result = select_candidates(cands["manifest"], cands["run"] / "s.csv",
-                               options=SelectOptions(k=4, contact_sheets=False))
+    result = select_candidates(
+        cands["manifest"], cands["run"] / "s.csv", options=SelectOptions(k=4, contact_sheets=False)
+    )
     assert any("leakage guard off" in n for n in result.notes)
     assert not result.manifest["excluded"].any()
 
@@ -152,19 +224,34 @@ def test_missing_seeds_are_refused_then_found_with_seeds(run_cli, tmp_path: Path
     assert res.code == 2
     assert "lacks the seed image of 2 of 2 seed(s): 's_light', 's_dark'" in res.stderr
     assert "--seeds" in res.stderr
-    res = run_cli("select", "--candidates", paths["manifest"], "--out", out, "--seeds", paths["plan"],
-                  "--test-images", paths["plan"])
+    res = run_cli(
+        "select",
+        "--candidates",
+        paths["manifest"],
+        "--out",
+        out,
+        "--seeds",
+        paths["plan"],
+        "--test-images",
+        paths["plan"],
+    )
     assert res.code == 0, res.stderr
 
 
-def test_missing_images_are_excluded_and_all_missing_is_an_error(run_cli, cands: dict[str, Path]) -> None:
+def test_missing_images_are_excluded_and_all_missing_is_an_error(
+    run_cli, cands: dict[str, Path]
+) -> None:
     (cands["run"] / "images" / "s_light_c00.png").unlink()
     out = cands["run"] / "sel.csv"
-    res = run_cli("select", "--candidates", cands["manifest"], "--out", out, "--plan", cands["plan"])
+    res = run_cli(
+        "select", "--candidates", cands["manifest"], "--out", out, "--plan", cands["plan"]
+    )
     assert res.code == 0, res.stderr
     assert "1 candidate image(s) missing or unreadable: excluded" in res.stderr
     row = pd.read_csv(out).set_index("image_id").loc["s_light_c00"]
-    assert bool(row["excluded"]) and row["reason"].startswith("excluded: image unreadable (image file not found")
+    assert bool(row["excluded"]) and row["reason"].startswith(
+        "excluded: image unreadable (image file not found"
+    )
     for png in (cands["run"] / "images").glob("*.png"):
         png.unlink()
     res = run_cli("select", "--candidates", cands["manifest"], "--out", out)
@@ -198,8 +285,16 @@ def test_weights_from_a_study_config(run_cli, cands: dict[str, Path], tmp_path: 
         "selection: {weights: {tone: 2, quality: 1}, leakage_threshold: 3}\n"
     )
     out = cands["run"] / "sel.csv"
-    res = run_cli("select", "--candidates", cands["manifest"], "--out", out, "--config", config,
-                  "--no-contact-sheets")
+    res = run_cli(
+        "select",
+        "--candidates",
+        cands["manifest"],
+        "--out",
+        out,
+        "--config",
+        config,
+        "--no-contact-sheets",
+    )
     assert res.code == 0, res.stderr
     info = json.loads((cands["run"] / "selection.json").read_text())
     assert info["weights"] == {"tone": 2.0, "quality": 1.0} and info["leakage_threshold"] == 3

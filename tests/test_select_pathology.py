@@ -26,11 +26,28 @@ def _train_classifier(root: Path, classes: tuple[str, str]) -> Path:
             pixels = np.clip(rng.normal(80 + 100 * c, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
             path = root / "img" / f"{c}_{i}.png"
             Image.fromarray(pixels).save(path)
-            rows.append({"image_id": f"{c}_{i}", "path": str(path), "label": name, "fst": 1,
-                         "origin": "real", "parent_id": "", "split": "train"})
+            rows.append(
+                {
+                    "image_id": f"{c}_{i}",
+                    "path": str(path),
+                    "label": name,
+                    "fst": 1,
+                    "origin": "real",
+                    "parent_id": "",
+                    "split": "train",
+                }
+            )
     pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
-    config = TrainConfig(backbone="resnet18", weights="none", epochs=1, image_size=32, batch_size=8,
-                         views=1, progress=False, device="cpu")
+    config = TrainConfig(
+        backbone="resnet18",
+        weights="none",
+        epochs=1,
+        image_size=32,
+        batch_size=8,
+        views=1,
+        progress=False,
+        device="cpu",
+    )
     train_run(root / "train.csv", root / "run", config)
     return root / "run"
 
@@ -56,29 +73,59 @@ def test_classifier_probability_of_the_intended_condition(
     assert np.allclose(scores.to_numpy(), probs["p_psoriasis"].to_numpy())
 
     out = paths["run"] / "sel.csv"
-    res = run_cli("select", "--candidates", paths["manifest"], "--out", out, "--device", "cpu",
-                  "--classifier", classifiers["good"], "--no-contact-sheets")
+    res = run_cli(
+        "select",
+        "--candidates",
+        paths["manifest"],
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--classifier",
+        classifiers["good"],
+        "--no-contact-sheets",
+    )
     assert res.code == 0, res.stderr
     frame = pd.read_csv(out)
     assert frame["score_pathology"].between(0, 1).all()
 
 
-def test_classifier_of_other_classes_is_refused(run_cli, classifiers: dict[str, Path], tmp_path: Path) -> None:
+def test_classifier_of_other_classes_is_refused(
+    run_cli, classifiers: dict[str, Path], tmp_path: Path
+) -> None:
     paths = make_candidate_run(tmp_path)
-    res = run_cli("select", "--candidates", paths["manifest"], "--out", paths["run"] / "s.csv",
-                  "--classifier", classifiers["other"], "--device", "cpu")
+    res = run_cli(
+        "select",
+        "--candidates",
+        paths["manifest"],
+        "--out",
+        paths["run"] / "s.csv",
+        "--classifier",
+        classifiers["other"],
+        "--device",
+        "cpu",
+    )
     assert res.code == 2
     assert "trained on other classes" in res.stderr
     assert "'acne', 'eczema'" in res.stderr and "'psoriasis'" in res.stderr
-    res = run_cli("select", "--candidates", paths["manifest"], "--out", paths["run"] / "s.csv",
-                  "--classifier", tmp_path)
+    res = run_cli(
+        "select",
+        "--candidates",
+        paths["manifest"],
+        "--out",
+        paths["run"] / "s.csv",
+        "--classifier",
+        tmp_path,
+    )
     assert res.code == 2 and "no model.pt" in res.stderr
 
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CLIP folder (random weights, byte-level tokenizer) built offline."""
-    pytest.importorskip("transformers", reason="CLIP scoring needs transformers (the generate extra)")
+    pytest.importorskip(
+        "transformers", reason="CLIP scoring needs transformers (the generate extra)"
+    )
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
@@ -87,25 +134,42 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("clip")
     tokenizer = tiny_tokenizer()
     config = CLIPConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37,
-                     "num_attention_heads": 4, "num_hidden_layers": 2,
-                     "max_position_embeddings": TINY_MAX_TOKENS, "bos_token_id": 0,
-                     "eos_token_id": 1, "pad_token_id": 1},
-        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
-                       "num_hidden_layers": 2, "image_size": 32, "patch_size": 8},
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "max_position_embeddings": TINY_MAX_TOKENS,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
         projection_dim=16,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(folder)
     return folder
 
 
 def test_clip_zero_shot(run_cli, tiny_clip: Path, tmp_path: Path) -> None:
     clip = load_clip(tiny_clip)
-    images = [np.random.default_rng(i).integers(0, 255, (48, 48, 3), dtype=np.uint8) for i in range(3)]
+    images = [
+        np.random.default_rng(i).integers(0, 255, (48, 48, 3), dtype=np.uint8) for i in range(3)
+    ]
     two = clip_scores(clip, images, ["psoriasis", "acne", "psoriasis"], ["psoriasis", "acne"])
     flipped = clip_scores(clip, images, ["acne", "psoriasis", "acne"], ["psoriasis", "acne"])
     assert np.allclose(two + flipped, 1.0)  # softmax over two classes
@@ -116,9 +180,23 @@ def test_clip_zero_shot(run_cli, tiny_clip: Path, tmp_path: Path) -> None:
 
     paths = make_candidate_run(tmp_path)
     out = paths["run"] / "sel.csv"
-    res = run_cli("select", "--candidates", paths["manifest"], "--out", out, "--clip", tiny_clip,
-                  "--clip-classes", "psoriasis,acne", "--no-contact-sheets", "--device", "cpu")
+    res = run_cli(
+        "select",
+        "--candidates",
+        paths["manifest"],
+        "--out",
+        out,
+        "--clip",
+        tiny_clip,
+        "--clip-classes",
+        "psoriasis,acne",
+        "--no-contact-sheets",
+        "--device",
+        "cpu",
+    )
     assert res.code == 0, res.stderr
     assert pd.read_csv(out)["score_pathology"].between(0, 1).all()
-    res = run_cli("select", "--candidates", paths["manifest"], "--out", out, "--clip", tmp_path / "nope")
+    res = run_cli(
+        "select", "--candidates", paths["manifest"], "--out", out, "--clip", tmp_path / "nope"
+    )
     assert res.code == 2 and "cannot load a CLIP model" in res.stderr

@@ -38,11 +38,13 @@ def textured(seed: int = 0, size: int = 96) -> np.ndarray:
     base = lab_patch(62, 14, 18, size).astype(float)
     noise = rng.normal(0, 28, (size, size, 1))
     image = base + noise
-    image[size // 3: size // 2, :, :] -= 60
+    image[size // 3 : size // 2, :, :] -= 60
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize(("lightness", "a", "b"), [(75, 10, 14), (62, 14, 18), (45, 14, 22), (30, 10, 15)])
+@pytest.mark.parametrize(
+    ("lightness", "a", "b"), [(75, 10, 14), (62, 14, 18), (45, 14, 22), (30, 10, 15)]
+)
 def test_flat_patch_gives_the_formula_ita(lightness: float, a: float, b: float) -> None:
     result = tone_score(lab_patch(lightness, a, b), requested_fst=3)
     expected = ita_degrees(lightness, b)
@@ -166,18 +168,22 @@ def _save(path: Path, array: np.ndarray) -> str:
 
 
 def test_exact_copy_of_a_test_image_is_found(tmp_path: Path) -> None:
-    tests = pd.DataFrame({
-        "image_id": [f"t{i}" for i in range(3)],
-        "path": [_save(tmp_path / f"t{i}.png", textured(10 + i)) for i in range(3)],
-    })
-    cands = pd.DataFrame({
-        "image_id": ["copy", "fresh", "gone"],
-        "path": [
-            _save(tmp_path / "copy.png", textured(11)),
-            _save(tmp_path / "fresh.png", np.asarray(Image.fromarray(textured(40)).rotate(45))),
-            str(tmp_path / "missing.png"),
-        ],
-    })
+    tests = pd.DataFrame(
+        {
+            "image_id": [f"t{i}" for i in range(3)],
+            "path": [_save(tmp_path / f"t{i}.png", textured(10 + i)) for i in range(3)],
+        }
+    )
+    cands = pd.DataFrame(
+        {
+            "image_id": ["copy", "fresh", "gone"],
+            "path": [
+                _save(tmp_path / "copy.png", textured(11)),
+                _save(tmp_path / "fresh.png", np.asarray(Image.fromarray(textured(40)).rotate(45))),
+                str(tmp_path / "missing.png"),
+            ],
+        }
+    )
     result = nearest_test_image(cands, tests)
     assert result.distance[0] == 0 and result.nearest[0] == "t1"
     assert result.distance[1] > 6

@@ -32,12 +32,19 @@ def test_vgg16_head_is_the_recipe(vgg: Classifier) -> None:
     assert head[4].dim == 1
     # The rest of torchvision's VGG16 is untouched.
     assert len(vgg.net.features) == 31 and len(vgg.net.classifier) == 7
-    assert isinstance(vgg.net.classifier[2], nn.Dropout) and isinstance(vgg.net.classifier[5], nn.Dropout)
+    assert isinstance(vgg.net.classifier[2], nn.Dropout) and isinstance(
+        vgg.net.classifier[5], nn.Dropout
+    )
 
 
 def test_every_vgg16_parameter_is_frozen_and_only_the_head_trains(vgg: Classifier) -> None:
     trainable = [n for n, p in vgg.net.named_parameters() if p.requires_grad]
-    assert trainable == ["classifier.6.0.weight", "classifier.6.0.bias", "classifier.6.3.weight", "classifier.6.3.bias"]
+    assert trainable == [
+        "classifier.6.0.weight",
+        "classifier.6.0.bias",
+        "classifier.6.3.weight",
+        "classifier.6.3.bias",
+    ]
     frozen = sum(p.numel() for p in vgg.net.parameters() if not p.requires_grad)
     assert frozen == 138_357_544 - (4096 * 1000 + 1000)  # VGG16 without its classifier[6]
     assert vgg.saved_keys() == trainable
@@ -69,8 +76,15 @@ def test_trunk_then_tail_is_the_network_and_dropout_stays_live(vgg: Classifier) 
 def test_transforms_are_the_recipe() -> None:
     spec = TransformSpec(224, 256, IMAGENET_MEAN, IMAGENET_STD, 15.0, (0.8, 1.0))
     train = train_transform(spec).transforms
-    assert [type(t) for t in train] == [T.RandomResizedCrop, T.RandomRotation, T.ColorJitter,
-                                        T.RandomHorizontalFlip, T.CenterCrop, T.ToTensor, T.Normalize]
+    assert [type(t) for t in train] == [
+        T.RandomResizedCrop,
+        T.RandomRotation,
+        T.ColorJitter,
+        T.RandomHorizontalFlip,
+        T.CenterCrop,
+        T.ToTensor,
+        T.Normalize,
+    ]
     assert train[0].size == (256, 256) and train[0].scale == (0.8, 1.0)
     assert train[1].degrees == [-15.0, 15.0]
     assert train[2].brightness is None and train[2].hue is None  # ColorJitter(): no change
@@ -91,8 +105,9 @@ def test_uint8_pipeline_matches_to_tensor_and_normalize() -> None:
     reference = datasets.test_transform(spec)(image)
     fast = datasets.test_transform(spec, to_float=False)(image)
     assert fast.dtype == torch.uint8
-    assert torch.allclose(datasets.normalize_batch(fast[None], IMAGENET_MEAN, IMAGENET_STD)[0], reference,
-                          atol=1e-6)
+    assert torch.allclose(
+        datasets.normalize_batch(fast[None], IMAGENET_MEAN, IMAGENET_STD)[0], reference, atol=1e-6
+    )
 
 
 def test_sampler_weights_are_inverse_class_counts() -> None:
@@ -103,10 +118,21 @@ def test_sampler_weights_are_inverse_class_counts() -> None:
 
 def test_registry_sizes_and_widths() -> None:
     widths = {n: backbone_info(n).feature_dim for n in backbones.list_backbones()}
-    assert widths == {"vgg16": 4096, "resnet18": 512, "resnet50": 2048, "efficientnet_b0": 1280,
-                      "densenet121": 1024, "colour-texture": 249}
+    assert widths == {
+        "vgg16": 4096,
+        "resnet18": 512,
+        "resnet50": 2048,
+        "efficientnet_b0": 1280,
+        "densenet121": 1024,
+        "colour-texture": 249,
+    }
     info = backbone_info("resnet18")
-    assert (info.input_size, info.resize, info.mean, info.std) == (224, 256, IMAGENET_MEAN, IMAGENET_STD)
+    assert (info.input_size, info.resize, info.mean, info.std) == (
+        224,
+        256,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
 
 
 def test_colour_texture_backbone_is_fixed_and_describes_colour() -> None:
@@ -162,7 +188,9 @@ def test_weights_file_loads_and_wrong_architecture_is_named(tmp_path) -> None:  
     assert torch.equal(loaded.net.conv1.weight, state["conv1.weight"])
     assert not torch.equal(loaded.net.conv1.weight, source.conv1.weight)
     assert backbones.weights_identity(str(path)).startswith("file:")
-    with pytest.raises(DermsynthError, match=r"does not fit backbone densenet121.*looks like a ResNet"):
+    with pytest.raises(
+        DermsynthError, match=r"does not fit backbone densenet121.*looks like a ResNet"
+    ):
         build_backbone("densenet121", str(path), 2, frozen=True)
     with pytest.raises(DermsynthError, match="no such file"):
         build_backbone("resnet18", str(tmp_path / "missing.pth"), 2, frozen=True)
@@ -186,4 +214,6 @@ def test_config_refuses_inconsistent_options() -> None:
     with pytest.raises(DermsynthError, match="frozen backbone"):
         TrainConfig(finetune=True, path="features")
     assert not TrainConfig(finetune=True).uses_features and TrainConfig().uses_features
-    assert TrainConfig.from_dict(TrainConfig(classes=("a", "b")).to_dict()) == TrainConfig(classes=("a", "b"))
+    assert TrainConfig.from_dict(TrainConfig(classes=("a", "b")).to_dict()) == TrainConfig(
+        classes=("a", "b")
+    )

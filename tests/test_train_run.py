@@ -23,7 +23,9 @@ CLASSES = ("nd", "psoriasis", "scc")
 COLOURS = ((200, 60, 60), (60, 180, 80), (70, 90, 200))
 
 
-def make_dataset(root: Path, n_train: int = 12, n_test: int = 8, size: int = 72, seed: int = 0) -> Path:
+def make_dataset(
+    root: Path, n_train: int = 12, n_test: int = 8, size: int = 72, seed: int = 0
+) -> Path:
     """Three classes told apart by tint and shape (disc / square); a plan manifest."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -32,18 +34,31 @@ def make_dataset(root: Path, n_train: int = 12, n_test: int = 8, size: int = 72,
         for c, name in enumerate(CLASSES):
             for i in range(n):
                 base = np.array(COLOURS[c]) * 0.6 + rng.integers(40, 90, size=3)
-                pixels = np.clip(base + rng.normal(0, 20, (size, size + 8, 3)), 0, 255).astype(np.uint8)
+                pixels = np.clip(base + rng.normal(0, 20, (size, size + 8, 3)), 0, 255).astype(
+                    np.uint8
+                )
                 image = Image.fromarray(pixels)
                 x, y = rng.integers(5, size // 3, 2)
                 r = rng.integers(size // 4, size // 2)
-                colour = tuple(int(v) for v in np.clip(np.array(COLOURS[c]) + rng.normal(0, 25, 3), 0, 255))
+                colour = tuple(
+                    int(v) for v in np.clip(np.array(COLOURS[c]) + rng.normal(0, 25, 3), 0, 255)
+                )
                 draw = ImageDraw.Draw(image)
                 (draw.ellipse if c % 2 == 0 else draw.rectangle)([x, y, x + r, y + r], fill=colour)
                 image_id = f"{split}{c}_{i}"
                 image.save(root / "images" / f"{image_id}.jpg", quality=90)
-                rows.append({"image_id": image_id, "path": f"images/{image_id}.jpg", "label": name,
-                             "fst": 1 if split == "train" else 5, "origin": "real", "parent_id": "",
-                             "split": split, "test_group": "" if split == "train" else "5-6"})
+                rows.append(
+                    {
+                        "image_id": image_id,
+                        "path": f"images/{image_id}.jpg",
+                        "label": name,
+                        "fst": 1 if split == "train" else 5,
+                        "origin": "real",
+                        "parent_id": "",
+                        "split": split,
+                        "test_group": "" if split == "train" else "5-6",
+                    }
+                )
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     return root / "manifest.csv"
 
@@ -54,8 +69,16 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def small(**overrides: object) -> TrainConfig:
-    options = {"backbone": "resnet18", "weights": "none", "epochs": 6, "lr": 3e-3, "image_size": 48,
-               "batch_size": 12, "views": 2, "progress": False}
+    options = {
+        "backbone": "resnet18",
+        "weights": "none",
+        "epochs": 6,
+        "lr": 3e-3,
+        "image_size": 48,
+        "batch_size": 12,
+        "views": 2,
+        "progress": False,
+    }
     options.update(overrides)
     return TrainConfig(**options)  # type: ignore[arg-type]
 
@@ -97,12 +120,16 @@ def test_feature_cache_is_shared_and_keyed(data: Path, tmp_path: Path) -> None:
     # 36 training images x (test view + 1 augmented view) + 24 test images' test view.
     assert len(files) == 36 * 2 + 24
     stamp = {f: f.stat().st_mtime_ns for f in files}
-    train_run(data, tmp_path / "b", small(epochs=1, seed=1), cache_dir=cache)  # another seed: shared
+    train_run(
+        data, tmp_path / "b", small(epochs=1, seed=1), cache_dir=cache
+    )  # another seed: shared
     assert {f: f.stat().st_mtime_ns for f in sorted(cache.glob("features/*/*/*/*.npy"))} == stamp
     Image.new("RGB", (80, 72), (10, 200, 10)).save(tmp_path / "data" / "images" / "test0_0.jpg")
     train_run(data, tmp_path / "b2", small(epochs=1), cache_dir=cache)  # changed image: new entry
     assert len(list(cache.glob("features/*/*/*/*.npy"))) == len(files) + 1
-    train_run(data, tmp_path / "c", small(epochs=1, image_size=72), cache_dir=cache)  # new transform
+    train_run(
+        data, tmp_path / "c", small(epochs=1, image_size=72), cache_dir=cache
+    )  # new transform
     assert len(list(cache.glob("features/*"))) == 2
     key = json.loads(next(cache.glob("features/*/key.json")).read_text())
     assert {"backbone", "weights", "torchvision", "transform"} <= set(key)
@@ -112,10 +139,14 @@ def test_same_seed_same_run_whether_the_cache_is_cold_or_warm(data: Path, tmp_pa
     cold = train_run(data, tmp_path / "a", small(epochs=2), cache_dir=tmp_path / "cache")
     warm = train_run(data, tmp_path / "b", small(epochs=2), cache_dir=tmp_path / "cache")
     pd.testing.assert_frame_equal(cold.predictions, warm.predictions)
-    pd.testing.assert_frame_equal(cold.log.drop(columns="seconds"), warm.log.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        cold.log.drop(columns="seconds"), warm.log.drop(columns="seconds")
+    )
 
 
-def test_run_folder_resume_and_no_redo(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_folder_resume_and_no_redo(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "run"
     original = run_module._save_state
 
@@ -143,7 +174,9 @@ def test_run_folder_resume_and_no_redo(data: Path, tmp_path: Path, monkeypatch: 
         train_run(data, out, small(epochs=5))
 
 
-def test_early_stopping_uses_a_validation_split_of_training_rows(data: Path, tmp_path: Path) -> None:
+def test_early_stopping_uses_a_validation_split_of_training_rows(
+    data: Path, tmp_path: Path
+) -> None:
     result = train_run(data, tmp_path / "run", small(epochs=8, val_fraction=0.25, patience=2))
     assert result.log["val_acc"].notna().all()
     payload = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
@@ -183,21 +216,54 @@ def test_manifest_problems(data: Path, tmp_path: Path) -> None:
 
 def test_cli_train_and_predict_with_the_recipe(data: Path, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "runs" / "vgg"
-    args = ["train", "--manifest", data, "--out", out, "--weights", "none", "--epochs", "2",
-            "--image-size", "64", "--batch-size", "12", "--no-progress", "--classes", "scc,nd,psoriasis"]
+    args = [
+        "train",
+        "--manifest",
+        data,
+        "--out",
+        out,
+        "--weights",
+        "none",
+        "--epochs",
+        "2",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "12",
+        "--no-progress",
+        "--classes",
+        "scc,nd,psoriasis",
+    ]
     result = run_cli(*args)
     assert result.code == 0, result.stderr
     assert "test accuracy" in result.stdout
     config = json.loads((out / "config.json").read_text())
-    assert config["options"]["backbone"] == "vgg16" and config["classes"] == ["scc", "nd", "psoriasis"]
+    assert config["options"]["backbone"] == "vgg16" and config["classes"] == [
+        "scc",
+        "nd",
+        "psoriasis",
+    ]
     preds = pd.read_csv(out / "predictions.csv")
-    assert list(preds.columns) == ["image_id", "label", "fst", "prediction", "p_scc", "p_nd", "p_psoriasis",
-                                   "split", "test_group"]
+    assert list(preds.columns) == [
+        "image_id",
+        "label",
+        "fst",
+        "prediction",
+        "p_scc",
+        "p_nd",
+        "p_psoriasis",
+        "split",
+        "test_group",
+    ]
     assert np.allclose(preds[["p_scc", "p_nd", "p_psoriasis"]].sum(axis=1), 1.0, atol=1e-4)
     checkpoint = torch.load(out / "model.pt", weights_only=True)
     assert checkpoint["classes"] == ["scc", "nd", "psoriasis"] and checkpoint["backbone"] == "vgg16"
-    assert set(checkpoint["state"]) == {"classifier.6.0.weight", "classifier.6.0.bias",
-                                        "classifier.6.3.weight", "classifier.6.3.bias"}
+    assert set(checkpoint["state"]) == {
+        "classifier.6.0.weight",
+        "classifier.6.0.bias",
+        "classifier.6.3.weight",
+        "classifier.6.3.bias",
+    }
     assert (tmp_path / "runs" / "cache" / "images").is_dir()  # default cache: beside the run
     assert "already trained" in run_cli(*args).stdout
 

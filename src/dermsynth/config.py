@@ -47,7 +47,6 @@ class DatasetConfig(_Strict):
     label_column: str | None = None
     path_column: str | None = None
 
-
     def load(self) -> Any:
         """The dataset as a validated manifest (see :func:`dermsynth.data.manifest.load_manifest`)."""
         from dermsynth.data.manifest import load_manifest

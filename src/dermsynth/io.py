@@ -43,9 +43,7 @@ def _umask() -> int:
 
 def _temporary(target: Path) -> tuple[int, str]:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX
-    )
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX)
     # mkstemp creates 0600; a finished file gets what the user's umask allows, as open() would.
     with contextlib.suppress(OSError):
         os.fchmod(fd, 0o666 & ~_umask())

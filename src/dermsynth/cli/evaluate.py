@@ -10,7 +10,8 @@ from typing import Any
 import typer
 
 GROUPS = typer.Option(
-    "1-2,3-4,5-6", "--groups",
+    "1-2,3-4,5-6",
+    "--groups",
     help="FST groups, comma-separated: a range (1-2), one type (5) or a set (1+3); no overlaps.",
 )
 
@@ -37,7 +38,8 @@ def evaluate(
     groups: str = GROUPS,
     fmt: Format = FORMAT,
     out: Path | None = typer.Option(
-        None, "--out",
+        None,
+        "--out",
         help="Also write the condition x group table to this CSV, and the per-group summary "
         "(with a last 'gap' row: best minus worst group) to <stem>_groups.csv beside it.",
     ),
@@ -162,6 +164,7 @@ def compare(
 
 
 # --------------------------------------------------------------------------- output helpers
+
 
 def _groups_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_groups.csv")

@@ -73,7 +73,9 @@ def plan_command(
 def run_command(
     config: Path = typer.Argument(..., help="Study config (YAML)."),
     out: Path = typer.Option(..., "--out", help="Run folder (created; resumed if it exists)."),
-    csv: Path | None = typer.Option(None, "--csv", help="Use this table instead of the config's dataset.csv."),
+    csv: Path | None = typer.Option(
+        None, "--csv", help="Use this table instead of the config's dataset.csv."
+    ),
     force: bool = typer.Option(False, "--force", help="Reuse a run folder made by another config."),
 ) -> None:
     """Run (or resume) the whole study: seeds, generation, selection, training, metrics."""

@@ -10,11 +10,14 @@ import typer
 from dermsynth.errors import DermsynthError
 
 CACHE_DIR = typer.Option(
-    None, "--cache-dir",
+    None,
+    "--cache-dir",
     help="Resized images and backbone features (default: RUN/../cache, shared by sibling runs).",
 )
 SKIP_BAD = typer.Option(
-    False, "--skip-bad-images", help="Leave out unreadable images (listed in RUN/skipped_images.csv).",
+    False,
+    "--skip-bad-images",
+    help="Leave out unreadable images (listed in RUN/skipped_images.csv).",
 )
 
 
@@ -25,23 +28,44 @@ class PathChoice(StrEnum):
 
 
 def train(
-    manifest: Path = typer.Option(..., "--manifest", help="Manifest or plan CSV (split train/seed/test)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (re-running a finished run does nothing)."),
-    backbone: str = typer.Option("vgg16", "--backbone", help="vgg16, resnet18, resnet50, efficientnet_b0, "
-                                 "densenet121, or a timm model name."),
-    weights: str = typer.Option("imagenet", "--weights", help="imagenet, none, or a state-dict file."),
-    finetune: bool = typer.Option(False, "--finetune", help="Train every parameter (recipe: frozen)."),
+    manifest: Path = typer.Option(
+        ..., "--manifest", help="Manifest or plan CSV (split train/seed/test)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Run folder (re-running a finished run does nothing)."
+    ),
+    backbone: str = typer.Option(
+        "vgg16",
+        "--backbone",
+        help="vgg16, resnet18, resnet50, efficientnet_b0, densenet121, or a timm model name.",
+    ),
+    weights: str = typer.Option(
+        "imagenet", "--weights", help="imagenet, none, or a state-dict file."
+    ),
+    finetune: bool = typer.Option(
+        False, "--finetune", help="Train every parameter (recipe: frozen)."
+    ),
     epochs: int = typer.Option(20, "--epochs", min=1),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: Adam's, 1e-3)."),
-    image_size: int | None = typer.Option(None, "--image-size", help="Input crop (default: backbone's, 224)."),
-    resize: int | None = typer.Option(None, "--resize", help="Shorter side before cropping (default 256)."),
-    classes: str | None = typer.Option(None, "--classes", help="Comma list: the model's classes, in order."),
-    val_fraction: float = typer.Option(0.0, "--val-fraction",
-                                       help="Share of real training rows held out for validation."),
-    patience: int | None = typer.Option(None, "--patience", help="Early stopping: epochs without gain."),
-    path: PathChoice = typer.Option(PathChoice.auto, "--path",
-                                    help="features (fast, frozen backbone), images (slow) or auto."),
+    image_size: int | None = typer.Option(
+        None, "--image-size", help="Input crop (default: backbone's, 224)."
+    ),
+    resize: int | None = typer.Option(
+        None, "--resize", help="Shorter side before cropping (default 256)."
+    ),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Comma list: the model's classes, in order."
+    ),
+    val_fraction: float = typer.Option(
+        0.0, "--val-fraction", help="Share of real training rows held out for validation."
+    ),
+    patience: int | None = typer.Option(
+        None, "--patience", help="Early stopping: epochs without gain."
+    ),
+    path: PathChoice = typer.Option(
+        PathChoice.auto, "--path", help="features (fast, frozen backbone), images (slow) or auto."
+    ),
     views: int = typer.Option(3, "--views", min=1, help="Fast path: views per training image."),
     workers: int = typer.Option(0, "--workers", min=0, help="Data-loading workers."),
     seed: int = typer.Option(0, "--seed", help="Random seed (sampling, head init, augmentation)."),
@@ -59,11 +83,26 @@ def train(
 
     names = parse_conditions(classes) if classes is not None else None
     config = TrainConfig(
-        backbone=backbone, weights=weights, finetune=finetune, epochs=epochs, batch_size=batch_size,
-        lr=lr, image_size=image_size, resize=resize, val_fraction=val_fraction, patience=patience,
-        classes=tuple(names) if names else None, path=path.value, views=views, amp=amp,
-        channels_last=channels_last, device=device, workers=workers, seed=seed,
-        skip_bad_images=skip_bad_images, progress=progress,
+        backbone=backbone,
+        weights=weights,
+        finetune=finetune,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        image_size=image_size,
+        resize=resize,
+        val_fraction=val_fraction,
+        patience=patience,
+        classes=tuple(names) if names else None,
+        path=path.value,
+        views=views,
+        amp=amp,
+        channels_last=channels_last,
+        device=device,
+        workers=workers,
+        seed=seed,
+        skip_bad_images=skip_bad_images,
+        progress=progress,
     )
     result = train_run(manifest, out, config, cache_dir=cache_dir)
     _report_skipped(result.skipped)
@@ -77,15 +116,20 @@ def train(
     typer.echo(f"{summary}; wrote {out}")
     if result.predictions is not None:
         acc = float((result.predictions["prediction"] == result.predictions["label"]).mean())
-        typer.echo(f"test accuracy {acc:.3f} on {len(result.predictions)} images: {out / 'predictions.csv'}")
+        typer.echo(
+            f"test accuracy {acc:.3f} on {len(result.predictions)} images: {out / 'predictions.csv'}"
+        )
 
 
 def predict(
     run: Path = typer.Option(..., "--run", help="A finished training run folder."),
     manifest: Path = typer.Option(..., "--manifest", help="Manifest of the images to score."),
     out: Path = typer.Option(..., "--out", help="Predictions CSV to write."),
-    split: str = typer.Option("test", "--split", help="Rows of this split (when the manifest has one); "
-                              "'all' for every row."),
+    split: str = typer.Option(
+        "test",
+        "--split",
+        help="Rows of this split (when the manifest has one); 'all' for every row.",
+    ),
     cache_dir: Path | None = CACHE_DIR,
     skip_bad_images: bool = SKIP_BAD,
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -99,8 +143,15 @@ def predict(
     if split not in ("train", "seed", "test", "all"):
         raise DermsynthError(f"--split must be train, seed, test or all, got {split!r}")
     frame, skipped = run_predict(
-        run, manifest, out, split=None if split == "all" else split, cache_dir=cache_dir,
-        skip_bad_images=skip_bad_images, device=device, batch_size=batch_size, workers=workers,
+        run,
+        manifest,
+        out,
+        split=None if split == "all" else split,
+        cache_dir=cache_dir,
+        skip_bad_images=skip_bad_images,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
         progress=progress,
     )
     _report_skipped(skipped)

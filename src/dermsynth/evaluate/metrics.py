@@ -36,12 +36,28 @@ PROBABILITY_PREFIX = "p_"
 DEFAULT_GROUPS = "1-2,3-4,5-6"
 
 ACCURACY_COLUMNS: tuple[str, ...] = (
-    "condition", "fst_group", "n", "correct", "accuracy",
-    "ci_low", "ci_high", "wilson_low", "wilson_high",
+    "condition",
+    "fst_group",
+    "n",
+    "correct",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "wilson_low",
+    "wilson_high",
 )
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "fst_group", "n", "correct", "accuracy", "ci_low", "ci_high", "wilson_low", "wilson_high",
-    "balanced_accuracy", "macro_f1", "n_conditions",
+    "fst_group",
+    "n",
+    "correct",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "wilson_low",
+    "wilson_high",
+    "balanced_accuracy",
+    "macro_f1",
+    "n_conditions",
 )
 GAP_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1")
 GAP_ROW_LABEL = "gap"
@@ -50,6 +66,7 @@ _MAX_LISTED = 5
 
 
 # --------------------------------------------------------------------------- intervals
+
 
 def wald_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Normal-approximation (Wald) interval of ``correct / n`` clipped to [0, 1]; NaNs if n = 0."""
@@ -89,6 +106,7 @@ def _cell(correct: int, n: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- groups
 
+
 def parse_groups(
     text: str | Sequence[str | Sequence[int]], *, option: str = "--groups"
 ) -> list[FSTGroup]:
@@ -124,6 +142,7 @@ def parse_groups(
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def _lines(index: Sequence[int] | pd.Index) -> str:
     """Data-row positions -> CSV line numbers (the header is line 1), a few at most."""
@@ -172,7 +191,7 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
 
     prob_columns = [c for c in frame.columns if c.startswith(PROBABILITY_PREFIX)]
     if prob_columns:
-        classes = [c[len(PROBABILITY_PREFIX):] for c in prob_columns]
+        classes = [c[len(PROBABILITY_PREFIX) :] for c in prob_columns]
         if any(not c.strip() for c in classes):
             raise DermsynthError(f"{path}: a probability column is named only 'p_'; name its class")
         for column in prob_columns:
@@ -253,7 +272,7 @@ def model_classes(preds: pd.DataFrame) -> list[str]:
     classes = preds.attrs.get("classes")
     if classes:
         return list(classes)
-    prob = [c[len(PROBABILITY_PREFIX):] for c in preds.columns if c.startswith(PROBABILITY_PREFIX)]
+    prob = [c[len(PROBABILITY_PREFIX) :] for c in preds.columns if c.startswith(PROBABILITY_PREFIX)]
     return prob or sorted(preds["prediction"].unique())
 
 
@@ -268,6 +287,7 @@ def rows_in_group(preds: pd.DataFrame, group: Sequence[int]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- tables
+
 
 def accuracy_table(
     preds: pd.DataFrame,
@@ -342,8 +362,13 @@ def group_gaps(summary: pd.DataFrame) -> dict[str, dict[str, Any]]:
     for metric in GAP_METRICS:
         values = filled[["fst_group", metric]].dropna()
         if len(values) < 2:
-            gaps[metric] = {"best_group": None, "best": math.nan, "worst_group": None,
-                            "worst": math.nan, "gap": math.nan}
+            gaps[metric] = {
+                "best_group": None,
+                "best": math.nan,
+                "worst_group": None,
+                "worst": math.nan,
+                "gap": math.nan,
+            }
             continue
         best = values.loc[values[metric].idxmax()]
         worst = values.loc[values[metric].idxmin()]
@@ -371,6 +396,7 @@ def summary_with_gap_row(summary: pd.DataFrame, gaps: dict[str, dict[str, Any]])
 
 
 # --------------------------------------------------------------------------- all in one
+
 
 @dataclass
 class Evaluation:

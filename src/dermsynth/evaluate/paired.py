@@ -25,9 +25,21 @@ from dermsynth.evaluate.metrics import model_classes
 
 ALL_CONDITIONS = "(all)"
 COMPARE_COLUMNS: tuple[str, ...] = (
-    "condition", "fst_group", "n", "correct_a", "correct_b", "accuracy_a", "accuracy_b",
-    "difference", "both_correct", "only_a_correct", "only_b_correct", "neither_correct",
-    "mcnemar_p", "diff_ci_low", "diff_ci_high",
+    "condition",
+    "fst_group",
+    "n",
+    "correct_a",
+    "correct_b",
+    "accuracy_a",
+    "accuracy_b",
+    "difference",
+    "both_correct",
+    "only_a_correct",
+    "only_b_correct",
+    "neither_correct",
+    "mcnemar_p",
+    "diff_ci_low",
+    "diff_ci_high",
 )
 
 _MAX_LISTED = 5
@@ -71,13 +83,15 @@ def match_predictions(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
                 f"{len(differ)} image(s) have a different {column} in {name_a} and {name_b} "
                 f"({shown}); both files must describe the same test images"
             )
-    return pd.DataFrame({
-        "image_id": merged["image_id"],
-        "label": merged["label_a"],
-        "fst": merged["fst_a"],
-        "correct_a": (merged["prediction_a"] == merged["label_a"]).to_numpy(),
-        "correct_b": (merged["prediction_b"] == merged["label_a"]).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "image_id": merged["image_id"],
+            "label": merged["label_a"],
+            "fst": merged["fst_a"],
+            "correct_a": (merged["prediction_a"] == merged["label_a"]).to_numpy(),
+            "correct_b": (merged["prediction_b"] == merged["label_a"]).to_numpy(),
+        }
+    )
 
 
 def _examples(ids: Sequence[str]) -> str:

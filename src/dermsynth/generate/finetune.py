@@ -42,7 +42,11 @@ class FinetuneParams:
         """Refuse values that cannot train."""
         if self.mode not in ("text2img", "inpaint"):
             raise DermsynthError(f"--mode must be text2img or inpaint, got {self.mode!r}")
-        for name, value in (("steps", self.steps), ("rank", self.rank), ("batch-size", self.batch_size)):
+        for name, value in (
+            ("steps", self.steps),
+            ("rank", self.rank),
+            ("batch-size", self.batch_size),
+        ):
             if value < 1:
                 raise DermsynthError(f"--{name} must be >= 1, got {value}")
         if self.learning_rate <= 0:
@@ -73,11 +77,16 @@ def _components(params: FinetuneParams) -> dict[str, Any]:
         return tiny_components(params.mode)
     import diffusers
 
-    cls = diffusers.StableDiffusionInpaintPipeline if params.mode == "inpaint" else diffusers.StableDiffusionPipeline
+    cls = (
+        diffusers.StableDiffusionInpaintPipeline
+        if params.mode == "inpaint"
+        else diffusers.StableDiffusionPipeline
+    )
     local = Path(params.model).expanduser().exists()
     try:
-        pipe = cls.from_pretrained(params.model, safety_checker=None, requires_safety_checker=False,
-                                   local_files_only=local)
+        pipe = cls.from_pretrained(
+            params.model, safety_checker=None, requires_safety_checker=False, local_files_only=local
+        )
     except (OSError, ValueError) as exc:
         raise DermsynthError(
             f"cannot load model {params.model!r} ({exc}); give a hub id reachable from here or a "
@@ -132,7 +141,9 @@ def finetune(
 
     torch.manual_seed(params.random_seed)
     parts = _components(params)
-    unet, vae, text_encoder, tokenizer = (parts[k] for k in ("unet", "vae", "text_encoder", "tokenizer"))
+    unet, vae, text_encoder, tokenizer = (
+        parts[k] for k in ("unet", "vae", "text_encoder", "tokenizer")
+    )
     noise_scheduler = DDPMScheduler.from_config(parts["scheduler"].config)
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
@@ -140,8 +151,14 @@ def finetune(
             module.to(device)
         else:
             module.to(device, dtype=frozen_dtype)
-    unet.add_adapter(LoraConfig(r=params.rank, lora_alpha=params.rank, init_lora_weights="gaussian",
-                                target_modules=LORA_TARGETS))
+    unet.add_adapter(
+        LoraConfig(
+            r=params.rank,
+            lora_alpha=params.rank,
+            init_lora_weights="gaussian",
+            target_modules=LORA_TARGETS,
+        )
+    )
     trainable = [p for p in unet.parameters() if p.requires_grad]
     for p in trainable:  # adapters train in fp32 even when the frozen weights are half
         p.data = p.data.float()
@@ -161,17 +178,25 @@ def finetune(
             pixels = torch.stack([images[i] for i in pick])
             with torch.no_grad():
                 latents = encode(pixels)
-                ids = tokenizer([prompts[i] for i in pick], padding="max_length", truncation=True,
-                                max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+                ids = tokenizer(
+                    [prompts[i] for i in pick],
+                    padding="max_length",
+                    truncation=True,
+                    max_length=tokenizer.model_max_length,
+                    return_tensors="pt",
+                ).input_ids
                 text = text_encoder(ids.to(device))[0]
             noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
-            steps_t = torch.randint(noise_scheduler.config.num_train_timesteps, (len(pick),),
-                                    generator=generator).to(device)
+            steps_t = torch.randint(
+                noise_scheduler.config.num_train_timesteps, (len(pick),), generator=generator
+            ).to(device)
             model_input = noise_scheduler.add_noise(latents, noise, steps_t)
             if params.mode == "inpaint":
                 keep = float(torch.empty(1).uniform_(0.3, 0.8, generator=generator))
                 mask_image = generated_mask(resolution, MaskParams(keep=keep, feather=0))
-                mask = torch.from_numpy(np.asarray(mask_image, dtype=np.float32) / 255.0)[None, None]
+                mask = torch.from_numpy(np.asarray(mask_image, dtype=np.float32) / 255.0)[
+                    None, None
+                ]
                 mask = (mask >= 0.5).float().expand(len(pick), 1, -1, -1)
                 with torch.no_grad():
                     masked = encode(pixels * (1 - mask))
@@ -191,12 +216,22 @@ def finetune(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lora_state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(str(out), unet_lora_layers=lora_state, safe_serialization=True)
+    StableDiffusionPipeline.save_lora_weights(
+        str(out), unet_lora_layers=lora_state, safe_serialization=True
+    )
     from dermsynth.io import atomic_write_json
 
-    atomic_write_json(out / "finetune.json", {
-        **asdict(params), "resolution": resolution, "images": len(images), "device": device,
-        "seconds": round(time.perf_counter() - began, 2), "losses": losses,
-        "lora_file": LORA_FILE, "data": str(manifest_csv),
-    })
+    atomic_write_json(
+        out / "finetune.json",
+        {
+            **asdict(params),
+            "resolution": resolution,
+            "images": len(images),
+            "device": device,
+            "seconds": round(time.perf_counter() - began, 2),
+            "losses": losses,
+            "lora_file": LORA_FILE,
+            "data": str(manifest_csv),
+        },
+    )
     return out

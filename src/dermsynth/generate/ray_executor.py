@@ -38,8 +38,14 @@ def _shard(
     from dermsynth.generate.run import generate
 
     summary = generate(
-        seeds_csv, out, params, n, seed_ids=seed_ids, manifest_path=manifest_path,
-        progress=False, **options,
+        seeds_csv,
+        out,
+        params,
+        n,
+        seed_ids=seed_ids,
+        manifest_path=manifest_path,
+        progress=False,
+        **options,
     )
     return {"made": summary.made, "already": summary.already, "failures": summary.failures}
 
@@ -64,14 +70,25 @@ def generate_with_ray(
     except ImportError:
         raise DermsynthError("--executor ray needs Ray: pip install 'dermsynth[ray]'") from None
     plan = plan_run(
-        seeds_csv, out, params, n, prompts_csv=prompts_csv, template=template, mask=mask,
+        seeds_csv,
+        out,
+        params,
+        n,
+        prompts_csv=prompts_csv,
+        template=template,
+        mask=mask,
     )
     out = Path(out)
     seed_ids = [s.image_id for s in plan.seeds]
     started_here = False
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=address,
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
         started_here = True
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -82,11 +99,21 @@ def generate_with_ray(
         # A GPU worker sees exactly one device (Ray sets CUDA_VISIBLE_DEVICES), hence "cuda".
         shard_params = replace(params, device="cuda") if use_gpu else params
         task = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=1)(_shard)
-        options = {"prompts_csv": str(prompts_csv) if prompts_csv else None, "template": template,
-                   "mask": mask}
+        options = {
+            "prompts_csv": str(prompts_csv) if prompts_csv else None,
+            "template": template,
+            "mask": mask,
+        }
         refs = [
-            task.remote(str(seeds_csv), str(out), shard_params, n, shard,
-                        str(out / "shards" / f"manifest_{i}.csv"), options)
+            task.remote(
+                str(seeds_csv),
+                str(out),
+                shard_params,
+                n,
+                shard,
+                str(out / "shards" / f"manifest_{i}.csv"),
+                options,
+            )
             for i, shard in enumerate(shards)
         ]
         results = _wait(ray, refs, progress)
@@ -103,7 +130,11 @@ def generate_with_ray(
         pd.read_csv(out / "shards" / f"manifest_{i}.csv", dtype=str, keep_default_na=False)
         for i in range(len(shards))
     ]
-    merged = pd.concat([f for f in frames if not f.empty], ignore_index=True) if frames else pd.DataFrame()
+    merged = (
+        pd.concat([f for f in frames if not f.empty], ignore_index=True)
+        if frames
+        else pd.DataFrame()
+    )
     if not merged.empty:
         order = {sid: k for k, sid in enumerate(seed_ids)}
         merged = merged.sort_values(

@@ -139,8 +139,12 @@ def plan_run(
         "model": backend.model_name,
         "resolution": resolution,
         "template": template,
-        "mask": {"keep": mask.keep, "shape": mask.shape, "feather": mask.feather,
-                 "crop_scale": mask.crop_scale},
+        "mask": {
+            "keep": mask.keep,
+            "shape": mask.shape,
+            "feather": mask.feather,
+            "crop_scale": mask.crop_scale,
+        },
     }
     # Checked before the seed crops are rewritten, so a mismatched re-run changes nothing.
     _check_or_write_run_file(out, identity, write=False)
@@ -170,7 +174,9 @@ def _check_or_write_run_file(out: Path, identity: dict[str, Any], *, write: bool
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise DermsynthError(f"{path} is unreadable ({exc}); remove it or use a new --out") from None
+            raise DermsynthError(
+                f"{path} is unreadable ({exc}); remove it or use a new --out"
+            ) from None
         changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
         if changed:
             shown = ", ".join(f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in changed[:4])
@@ -381,8 +387,15 @@ def generate(
 ) -> RunSummary:
     """Generate ``n`` candidates per seed into ``out`` (resumable); returns what it did."""
     plan = plan_run(
-        seeds_csv, out, params, n, prompts_csv=prompts_csv, template=template, mask=mask,
-        seed_ids=seed_ids, write_run_file=seed_ids is None,
+        seeds_csv,
+        out,
+        params,
+        n,
+        prompts_csv=prompts_csv,
+        template=template,
+        mask=mask,
+        seed_ids=seed_ids,
+        write_run_file=seed_ids is None,
     )
     if on_planned is not None:
         on_planned(plan)

@@ -44,7 +44,9 @@ class MaskParams:
         if not 0.0 < self.keep < 1.0:
             raise DermsynthError(f"--mask-keep must be in (0, 1), got {self.keep}")
         if self.shape not in MASK_SHAPES:
-            raise DermsynthError(f"--mask-shape must be one of {', '.join(MASK_SHAPES)}, got {self.shape!r}")
+            raise DermsynthError(
+                f"--mask-shape must be one of {', '.join(MASK_SHAPES)}, got {self.shape!r}"
+            )
         if self.feather < 0:
             raise DermsynthError(f"--mask-feather must be >= 0, got {self.feather}")
         if self.crop_scale < 1.0:
@@ -89,7 +91,9 @@ def parse_box(text: str, size: tuple[int, int], *, where: str) -> tuple[int, int
     try:
         x0, y0, x1, y1 = (round(float(p)) for p in parts)
     except ValueError:
-        raise DermsynthError(f"{where}: crop_box must be 'x0,y0,x1,y1' in pixels, got {text!r}") from None
+        raise DermsynthError(
+            f"{where}: crop_box must be 'x0,y0,x1,y1' in pixels, got {text!r}"
+        ) from None
     width, height = size
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
         raise DermsynthError(
@@ -173,7 +177,9 @@ def prepare_seed(
         except FileNotFoundError:
             raise BadImageError(f"{where}: mask file {mask_file} not found") from None
         except OSError as exc:
-            raise BadImageError(f"{where}: mask {mask_file} is not a readable image ({exc})") from None
+            raise BadImageError(
+                f"{where}: mask {mask_file} is not a readable image ({exc})"
+            ) from None
         if user_mask.size != image.size:
             raise DermsynthError(
                 f"{where}: mask {mask_file} is {user_mask.size[0]}x{user_mask.size[1]} px but the "

@@ -79,7 +79,9 @@ def contact_sheet(tiles: Sequence[Tile], title: str = "") -> Image.Image:
     return sheet
 
 
-def write_contact_sheet(tiles: Sequence[Tile], path: str | os.PathLike[str], title: str = "") -> Path:
+def write_contact_sheet(
+    tiles: Sequence[Tile], path: str | os.PathLike[str], title: str = ""
+) -> Path:
     """Render and write a sheet as PNG, atomically."""
     buffer = io.BytesIO()
     contact_sheet(tiles, title).save(buffer, format="PNG")

@@ -67,7 +67,7 @@ def nearest_test_image(
         positions = {i: k for k, i in enumerate(candidates["image_id"].astype(str))}
         test_ids = test_hashes["image_id"].astype(str).to_numpy()
         for start in range(0, len(cand_words), block):
-            chunk = cand_words[start:start + block]
+            chunk = cand_words[start : start + block]
             dist = _popcount(chunk[:, None, :] ^ test_words[None, :, :]).sum(axis=2, dtype=np.int32)
             best = dist.argmin(axis=1)
             for offset, j in enumerate(best):

@@ -34,7 +34,9 @@ def classifier_classes(run_dir: str | os.PathLike[str]) -> list[str]:
     return list(load_run(run_dir, device="cpu", progress=False).model.classes)
 
 
-def check_classes(run_dir: str | os.PathLike[str], classes: Sequence[str], labels: Sequence[str]) -> None:
+def check_classes(
+    run_dir: str | os.PathLike[str], classes: Sequence[str], labels: Sequence[str]
+) -> None:
     """Refuse a classifier that does not know every candidate label, naming the mismatch."""
     unknown = sorted(set(labels) - set(classes))
     if unknown:
@@ -45,7 +47,9 @@ def check_classes(run_dir: str | os.PathLike[str], classes: Sequence[str], label
         )
 
 
-def _scorer(run_dir: str | os.PathLike[str], device: str, cache_dir: str | os.PathLike[str] | None) -> Any:
+def _scorer(
+    run_dir: str | os.PathLike[str], device: str, cache_dir: str | os.PathLike[str] | None
+) -> Any:
     from dermsynth.train.predict import load_run
 
     return load_run(run_dir, device=device, cache_dir=cache_dir, progress=False)
@@ -150,7 +154,9 @@ def clip_scores(
     names = list(dict.fromkeys(classes if classes is not None else labels))
     unknown = sorted(set(labels) - set(names))
     if unknown:
-        raise DermsynthError(f"CLIP classes lack the candidate label(s) {', '.join(map(repr, unknown))}")
+        raise DermsynthError(
+            f"CLIP classes lack the candidate label(s) {', '.join(map(repr, unknown))}"
+        )
     device = next(model.parameters()).device
     prompts = [template.format(condition=n) for n in names]
     with torch.inference_mode():
@@ -160,7 +166,10 @@ def clip_scores(
         text_emb = text_emb / text_emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         out = []
         for start in range(0, len(images), batch_size):
-            chunk = [Image.fromarray(np.asarray(a, dtype=np.uint8)) for a in images[start:start + batch_size]]
+            chunk = [
+                Image.fromarray(np.asarray(a, dtype=np.uint8))
+                for a in images[start : start + batch_size]
+            ]
             pixels = processor(images=chunk, return_tensors="pt")["pixel_values"].to(device)
             img_emb = _as_tensor(model.get_image_features(pixel_values=pixels))
             img_emb = img_emb / img_emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)

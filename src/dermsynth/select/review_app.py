@@ -37,8 +37,17 @@ from dermsynth.select.selection import REVIEWED, SELECTION_FILE, final_selection
 DEFAULT_MANIFEST = "selected.csv"
 DECISIONS = {"accept": "accepted", "reject": "rejected", "reset": ""}
 SCORE_COLUMNS = (
-    "score", "score_tone", "score_pathology", "score_similarity", "score_quality", "ita",
-    "fst_estimated", "similarity", "flag_similarity", "blur", "leak_distance",
+    "score",
+    "score_tone",
+    "score_pathology",
+    "score_similarity",
+    "score_quality",
+    "ita",
+    "fst_estimated",
+    "similarity",
+    "flag_similarity",
+    "blur",
+    "leak_distance",
 )
 
 
@@ -104,10 +113,14 @@ class ManifestStore:
         try:
             frame = pd.read_csv(self.path, dtype=str, keep_default_na=False)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
-            raise DermsynthError(f"{self.path}: cannot read the selected manifest ({exc})") from None
+            raise DermsynthError(
+                f"{self.path}: cannot read the selected manifest ({exc})"
+            ) from None
         missing = [c for c in ("image_id", "parent_id", "path") if c not in frame.columns]
         if missing:
-            raise DermsynthError(f"{self.path}: not a selected manifest (lacks {', '.join(missing)})")
+            raise DermsynthError(
+                f"{self.path}: not a selected manifest (lacks {', '.join(missing)})"
+            )
         if REVIEWED not in frame.columns:
             frame[REVIEWED] = ""
         if "selected" not in frame.columns:
@@ -169,14 +182,16 @@ class ManifestStore:
             seed_image = None
             if "seed_crop" in group.columns:
                 seed_image = self.url(str(first["seed_crop"]))
-            seeds.append({
-                "seed_id": str(parent),
-                "label": str(first.get("label", "")),
-                "fst": str(first.get("fst", "")),
-                "seed_image": seed_image,
-                "contact_sheet": self.url(str(sheets / f"{safe_name(str(parent))}.png")),
-                "candidates": [self.candidate(row) for _, row in group.iterrows()],
-            })
+            seeds.append(
+                {
+                    "seed_id": str(parent),
+                    "label": str(first.get("label", "")),
+                    "fst": str(first.get("fst", "")),
+                    "seed_image": seed_image,
+                    "contact_sheet": self.url(str(sheets / f"{safe_name(str(parent))}.png")),
+                    "candidates": [self.candidate(row) for _, row in group.iterrows()],
+                }
+            )
         return {"manifest": self.path.name, "seeds": seeds}
 
 
@@ -217,7 +232,9 @@ def create_app(run_dir: str | os.PathLike[str], manifest: str | None = None) -> 
     def decision(body: Decision) -> dict[str, Any]:
         result = store.decide(body.image_id, body.decision)
         if result is None:
-            raise HTTPException(status_code=404, detail=f"no candidate {body.image_id!r} in {store.path.name}")
+            raise HTTPException(
+                status_code=404, detail=f"no candidate {body.image_id!r} in {store.path.name}"
+            )
         return result
 
     @app.get("/files/{path:path}")
@@ -237,8 +254,13 @@ def create_app(run_dir: str | os.PathLike[str], manifest: str | None = None) -> 
     return app
 
 
-def serve(run_dir: str | os.PathLike[str], *, manifest: str | None = None, host: str = "127.0.0.1",
-          port: int = 8765) -> None:
+def serve(
+    run_dir: str | os.PathLike[str],
+    *,
+    manifest: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+) -> None:
     """Run the review page until interrupted."""
     try:
         import uvicorn

@@ -86,9 +86,14 @@ class BackboneEmbedder:
         info = built.info
         size = self.image_size or info.input_size
         resize = max(size, round(size * info.resize / info.input_size))
-        self._transform = T.Compose([
-            T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(info.mean, info.std),
-        ])
+        self._transform = T.Compose(
+            [
+                T.Resize(resize),
+                T.CenterCrop(size),
+                T.ToTensor(),
+                T.Normalize(info.mean, info.std),
+            ]
+        )
         trunk = built.trunk.eval().to(torch.device(self.device))
         self._trunk = trunk
 
@@ -101,17 +106,20 @@ class BackboneEmbedder:
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
-                batch = torch.stack([
-                    self._transform(Image.fromarray(np.asarray(rgb, dtype=np.uint8)))
-                    for rgb in images[start:start + self.batch_size]
-                ]).to(self.device)
+                batch = torch.stack(
+                    [
+                        self._transform(Image.fromarray(np.asarray(rgb, dtype=np.uint8)))
+                        for rgb in images[start : start + self.batch_size]
+                    ]
+                ).to(self.device)
                 feats = self._trunk(batch)
                 out.append(feats.reshape(feats.shape[0], -1).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 1))
 
 
-def make_embedder(spec: str, *, weights: str = "imagenet", device: str = "cpu",
-                  image_size: int | None = None) -> Embedder:
+def make_embedder(
+    spec: str, *, weights: str = "imagenet", device: str = "cpu", image_size: int | None = None
+) -> Embedder:
     """``lab`` or ``backbone:NAME`` (weights ``imagenet``, ``none`` or a file)."""
     spec = spec.strip()
     if spec == "lab":
@@ -121,8 +129,12 @@ def make_embedder(spec: str, *, weights: str = "imagenet", device: str = "cpu",
 
         name = spec.split(":", 1)[1]
         backbone_info(name)  # unknown names are refused here, with suggestions
-        return BackboneEmbedder(backbone=name, weights=weights, device=device, image_size=image_size)
-    raise DermsynthError(f"unknown embedder {spec!r}; use lab or backbone:NAME (e.g. backbone:resnet50)")
+        return BackboneEmbedder(
+            backbone=name, weights=weights, device=device, image_size=image_size
+        )
+    raise DermsynthError(
+        f"unknown embedder {spec!r}; use lab or backbone:NAME (e.g. backbone:resnet50)"
+    )
 
 
 def default_thresholds(embedder: Embedder) -> tuple[float, float]:

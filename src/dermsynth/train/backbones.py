@@ -61,7 +61,9 @@ class Backbone:
     tail: nn.Module
 
 
-def recipe_head(in_features: int, n_classes: int, hidden: int = 256, dropout: float = 0.4) -> nn.Sequential:
+def recipe_head(
+    in_features: int, n_classes: int, hidden: int = 256, dropout: float = 0.4
+) -> nn.Sequential:
     """The head that replaces VGG16's ``classifier[6]`` (and any backbone's classifier)."""
     return nn.Sequential(
         nn.Linear(in_features, hidden),
@@ -75,14 +77,24 @@ def recipe_head(in_features: int, n_classes: int, hidden: int = 256, dropout: fl
 def _vgg16(net: nn.Module, head: nn.Module) -> tuple[nn.Module, nn.Module]:
     net.classifier[6] = head
     c = net.classifier
-    return nn.Sequential(net.features, net.avgpool, nn.Flatten(1), c[0], c[1]), nn.Sequential(*c[2:])
+    return nn.Sequential(net.features, net.avgpool, nn.Flatten(1), c[0], c[1]), nn.Sequential(
+        *c[2:]
+    )
 
 
 def _resnet(net: nn.Module, head: nn.Module) -> tuple[nn.Module, nn.Module]:
     net.fc = head
     trunk = nn.Sequential(
-        net.conv1, net.bn1, net.relu, net.maxpool,
-        net.layer1, net.layer2, net.layer3, net.layer4, net.avgpool, nn.Flatten(1),
+        net.conv1,
+        net.bn1,
+        net.relu,
+        net.maxpool,
+        net.layer1,
+        net.layer2,
+        net.layer3,
+        net.layer4,
+        net.avgpool,
+        nn.Flatten(1),
     )
     return trunk, nn.Sequential(head)
 
@@ -126,12 +138,22 @@ def backbone_info(name: str) -> BackboneInfo:
     """Input size, normalization and feature width of a backbone; unknown names are refused."""
     if name in _TORCHVISION:
         width, head_in, _ = _TORCHVISION[name]
-        return BackboneInfo(name, 224, 256, IMAGENET_MEAN, IMAGENET_STD, width, head_in, "torchvision")
+        return BackboneInfo(
+            name, 224, 256, IMAGENET_MEAN, IMAGENET_STD, width, head_in, "torchvision"
+        )
     if name == COLOUR_TEXTURE:
         from dermsynth.train.colour_texture import FEATURE_DIM, VERSION
 
-        return BackboneInfo(name, 128, 146, IMAGENET_MEAN, IMAGENET_STD, FEATURE_DIM, FEATURE_DIM,
-                            f"builtin-v{VERSION}")
+        return BackboneInfo(
+            name,
+            128,
+            146,
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            FEATURE_DIM,
+            FEATURE_DIM,
+            f"builtin-v{VERSION}",
+        )
     if timm_available():
         import timm
 
@@ -141,11 +163,21 @@ def backbone_info(name: str) -> BackboneInfo:
             size = int(cfg["input_size"][-1])
             resize = round(size / float(cfg.get("crop_pct", 0.875)))
             width = int(model.num_features)
-            return BackboneInfo(name, size, resize, tuple(cfg["mean"]), tuple(cfg["std"]),  # type: ignore[arg-type]
-                                width, width, "timm")
+            return BackboneInfo(
+                name,
+                size,
+                resize,
+                tuple(cfg["mean"]),
+                tuple(cfg["std"]),  # type: ignore[arg-type]
+                width,
+                width,
+                "timm",
+            )
     close = difflib.get_close_matches(name, list_backbones(), n=3, cutoff=0.4)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    more = "" if timm_available() else " (install timm for its models: pip install 'dermsynth[timm]')"
+    more = (
+        "" if timm_available() else " (install timm for its models: pip install 'dermsynth[timm]')"
+    )
     raise DermsynthError(
         f"unknown backbone {name!r}{hint} Known: {', '.join(list_backbones())}{more}"
     )
@@ -221,12 +253,16 @@ def _load_file(net: nn.Module, name: str, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a bad file is a user error, whatever the cause
-        raise DermsynthError(f"weights file {path}: not a readable torch state dict ({exc})") from None
+        raise DermsynthError(
+            f"weights file {path}: not a readable torch state dict ({exc})"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise DermsynthError(f"weights file {path}: holds a {type(state).__name__}, not a state dict")
+        raise DermsynthError(
+            f"weights file {path}: holds a {type(state).__name__}, not a state dict"
+        )
     state = OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
     own = net.state_dict()
     missing = [k for k in own if k not in state]
@@ -234,7 +270,9 @@ def _load_file(net: nn.Module, name: str, path: Path) -> None:
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
         for k in own
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+        if k in state
+        and hasattr(state[k], "shape")
+        and tuple(state[k].shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or shapes:
         parts = []
@@ -277,7 +315,13 @@ def _build_net(info: BackboneInfo, weights: str) -> nn.Module:
 
 
 def build_backbone(
-    name: str, weights: str, n_classes: int, *, frozen: bool, hidden: int = 256, dropout: float = 0.4
+    name: str,
+    weights: str,
+    n_classes: int,
+    *,
+    frozen: bool,
+    hidden: int = 256,
+    dropout: float = 0.4,
 ) -> Backbone:
     """Build ``name`` with ``weights``, freeze it if asked, attach the recipe head, split it.
 
@@ -288,7 +332,9 @@ def build_backbone(
     if info.source.startswith("builtin"):
         return _builtin_backbone(info, weights, n_classes, hidden, dropout)
     if weights not in ("imagenet", "none") and not Path(weights).is_file():
-        raise DermsynthError(f"weights {weights!r}: no such file; give 'imagenet', 'none' or a state-dict file")
+        raise DermsynthError(
+            f"weights {weights!r}: no such file; give 'imagenet', 'none' or a state-dict file"
+        )
     net = _build_net(info, weights)
     if frozen:
         net.requires_grad_(False)
@@ -301,8 +347,9 @@ def build_backbone(
     return Backbone(info, net, trunk, tail)
 
 
-
-def _builtin_backbone(info: BackboneInfo, weights: str, n_classes: int, hidden: int, dropout: float) -> Backbone:
+def _builtin_backbone(
+    info: BackboneInfo, weights: str, n_classes: int, hidden: int, dropout: float
+) -> Backbone:
     from dermsynth.train.colour_texture import ColourTexture
 
     if weights != "none":

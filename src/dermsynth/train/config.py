@@ -56,22 +56,43 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.views >= 1, f"views must be >= 1, got {self.views}"),
-            (0.0 <= self.val_fraction < 1.0, f"val fraction must be in [0, 1), got {self.val_fraction}"),
-            (self.patience is None or self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-            (self.patience is None or self.val_fraction > 0,
-             "early stopping (patience) needs a validation split: give a val fraction > 0"),
-            (self.path in ("auto", "features", "images"), f"path must be auto, features or images, "
-                                                          f"got {self.path!r}"),
-            (not (self.path == "features" and self.finetune),
-             "the fast (features) path needs a frozen backbone; drop --finetune or use --path images"),
-            (self.image_size is None or self.image_size >= 32, f"image size must be >= 32, got {self.image_size}"),
+            (
+                0.0 <= self.val_fraction < 1.0,
+                f"val fraction must be in [0, 1), got {self.val_fraction}",
+            ),
+            (
+                self.patience is None or self.patience >= 1,
+                f"patience must be >= 1, got {self.patience}",
+            ),
+            (
+                self.patience is None or self.val_fraction > 0,
+                "early stopping (patience) needs a validation split: give a val fraction > 0",
+            ),
+            (
+                self.path in ("auto", "features", "images"),
+                f"path must be auto, features or images, got {self.path!r}",
+            ),
+            (
+                not (self.path == "features" and self.finetune),
+                "the fast (features) path needs a frozen backbone; drop --finetune or use --path images",
+            ),
+            (
+                self.image_size is None or self.image_size >= 32,
+                f"image size must be >= 32, got {self.image_size}",
+            ),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise DermsynthError(message)
-        if self.resize is not None and self.image_size is not None and self.resize < self.image_size:
-            raise DermsynthError(f"resize ({self.resize}) must be >= image size ({self.image_size})")
+        if (
+            self.resize is not None
+            and self.image_size is not None
+            and self.resize < self.image_size
+        ):
+            raise DermsynthError(
+                f"resize ({self.resize}) must be >= image size ({self.image_size})"
+            )
 
     @property
     def uses_features(self) -> bool:

@@ -46,8 +46,14 @@ class TransformSpec:
         """The config's sizes, or the backbone's defaults (224 crop of a 256 resize)."""
         size = config.image_size or info.input_size
         resize = config.resize or round(size * info.resize / info.input_size)
-        return cls(size, resize, tuple(info.mean), tuple(info.std), float(config.rotation),  # type: ignore[arg-type]
-                   tuple(config.crop_scale))  # type: ignore[arg-type]
+        return cls(
+            size,
+            resize,
+            tuple(info.mean),
+            tuple(info.std),
+            float(config.rotation),  # type: ignore[arg-type]
+            tuple(config.crop_scale),
+        )  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -67,22 +73,28 @@ def train_transform(spec: TransformSpec, *, to_float: bool = True) -> T.Compose:
     ImageNet normalization (sizes from ``spec``). ColorJitter() with no arguments changes
     nothing; it is kept because the recipe has it. ``to_float=False``: uint8 CHW tensors, to be
     finished by :func:`normalize_batch`."""
-    return T.Compose([
-        T.RandomResizedCrop(spec.resize, scale=spec.crop_scale),
-        T.RandomRotation(spec.rotation),
-        T.ColorJitter(),
-        T.RandomHorizontalFlip(),
-        T.CenterCrop(spec.image_size),
-        *_finish(spec, to_float),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(spec.resize, scale=spec.crop_scale),
+            T.RandomRotation(spec.rotation),
+            T.ColorJitter(),
+            T.RandomHorizontalFlip(),
+            T.CenterCrop(spec.image_size),
+            *_finish(spec, to_float),
+        ]
+    )
 
 
 def test_transform(spec: TransformSpec, *, to_float: bool = True) -> T.Compose:
     """Resize(256), CenterCrop(224), ImageNet normalization (sizes from ``spec``)."""
-    return T.Compose([T.Resize(spec.resize), T.CenterCrop(spec.image_size), *_finish(spec, to_float)])
+    return T.Compose(
+        [T.Resize(spec.resize), T.CenterCrop(spec.image_size), *_finish(spec, to_float)]
+    )
 
 
-def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalize_batch(
+    batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """ToTensor + Normalize of a uint8 (N, C, H, W) batch: ``(x / 255 - mean) / std``."""
     m = torch.as_tensor(mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
@@ -135,11 +147,13 @@ def prepare_images(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(one, paths, chunksize=16))
     bad = [i for i, r in enumerate(results) if isinstance(r, str)]
-    skipped = pd.DataFrame({
-        "image_id": [rows["image_id"].iloc[i] for i in bad],
-        "path": [paths[i] for i in bad],
-        "reason": [results[i] for i in bad],
-    })
+    skipped = pd.DataFrame(
+        {
+            "image_id": [rows["image_id"].iloc[i] for i in bad],
+            "path": [paths[i] for i in bad],
+            "reason": [results[i] for i in bad],
+        }
+    )
     if bad and not skip_bad:
         first = rows["image_id"].iloc[bad[0]]
         more = f" ({len(bad) - 1} more bad image(s))" if len(bad) > 1 else ""
@@ -206,6 +220,8 @@ def class_balanced_sampler(
         raise DermsynthError("internal: a sampled class has no items")
     weights = 1.0 / counts[labels]
     return WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double), num_samples=len(labels),
-        replacement=True, generator=generator,
+        torch.as_tensor(weights, dtype=torch.double),
+        num_samples=len(labels),
+        replacement=True,
+        generator=generator,
     )

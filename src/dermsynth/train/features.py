@@ -57,8 +57,13 @@ def _timm_version() -> str | None:
 class FeatureStore:
     """Trunk outputs of image views, on disk, keyed by everything that changes them."""
 
-    def __init__(self, cache_dir: str | os.PathLike[str], model: Classifier, weights_id: str,
-                 spec: TransformSpec) -> None:
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str],
+        model: Classifier,
+        weights_id: str,
+        spec: TransformSpec,
+    ) -> None:
         self.parts = {
             "backbone": model.info.name,
             "source": model.info.source,
@@ -90,10 +95,20 @@ class FeatureStore:
         atomic_save(path, lambda handle: np.save(handle, array, allow_pickle=False), fsync=False)
 
     @torch.no_grad()
-    def compute(self, model: Classifier, entries: Sequence[Path], hashes: Sequence[str],
-                todo: Sequence[tuple[int, str]], *, batch_size: int, workers: int,
-                device: torch.device, amp: bool = False, channels_last: bool = False,
-                progress: bool = False) -> int:
+    def compute(
+        self,
+        model: Classifier,
+        entries: Sequence[Path],
+        hashes: Sequence[str],
+        todo: Sequence[tuple[int, str]],
+        *,
+        batch_size: int,
+        workers: int,
+        device: torch.device,
+        amp: bool = False,
+        channels_last: bool = False,
+        progress: bool = False,
+    ) -> int:
         """Run the trunk on the (item, view) pairs of ``todo``; ``entries`` are resized-cache
         files of the items. Returns the number of views computed."""
         if not todo:
@@ -108,15 +123,23 @@ class FeatureStore:
                 continue
             views = None if is_test else [int(v.split("-")[1]) for _, v in group]
             dataset = ImageDataset(
-                [entries[i] for i, _ in group], list(range(len(group))),
-                test_transform(self.spec, to_float=False) if is_test
+                [entries[i] for i, _ in group],
+                list(range(len(group))),
+                test_transform(self.spec, to_float=False)
+                if is_test
                 else train_transform(self.spec, to_float=False),
-                hashes=None if is_test else [hashes[i] for i, _ in group], views=views,
+                hashes=None if is_test else [hashes[i] for i, _ in group],
+                views=views,
             )
             # Own generator: computing features (cold cache) or not (warm) must leave the
             # run's RNG where it was, or a run would depend on the cache's state.
-            loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                pin_memory=device.type == "cuda", generator=torch.Generator())
+            loader = DataLoader(
+                dataset,
+                batch_size=batch_size,
+                num_workers=workers,
+                pin_memory=device.type == "cuda",
+                generator=torch.Generator(),
+            )
             from tqdm.auto import tqdm
 
             for inputs, positions in tqdm(loader, desc="features", disable=not progress):
@@ -140,7 +163,9 @@ class FeatureStore:
                 array = np.load(path, allow_pickle=False)
                 if array.shape != (self.dim,):
                     path.unlink(missing_ok=True)
-                    raise RuntimeError(f"damaged feature entry {path} removed; run again to rebuild it")
+                    raise RuntimeError(
+                        f"damaged feature entry {path} removed; run again to rebuild it"
+                    )
                 out[i, j] = array
         return out
 
@@ -148,9 +173,14 @@ class FeatureStore:
 class FeatureBatches:
     """One epoch of (features, targets) batches; with a sampler, a random view per draw."""
 
-    def __init__(self, features: np.ndarray, targets: Sequence[int], batch_size: int,
-                 sampler: WeightedRandomSampler | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        features: np.ndarray,
+        targets: Sequence[int],
+        batch_size: int,
+        sampler: WeightedRandomSampler | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.features = features
         self.targets = np.asarray(targets, dtype=np.int64)
         self.batch_size = batch_size
@@ -159,9 +189,13 @@ class FeatureBatches:
 
     def __call__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, k = self.features.shape[:2]
-        order = np.fromiter(iter(self.sampler), dtype=np.int64) if self.sampler is not None else np.arange(n)
+        order = (
+            np.fromiter(iter(self.sampler), dtype=np.int64)
+            if self.sampler is not None
+            else np.arange(n)
+        )
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             if self.sampler is not None and k > 1:
                 views = torch.randint(k, (len(idx),), generator=self.generator).numpy()
             else:

@@ -31,10 +31,14 @@ class LoopState:
     stopped_early: bool = False
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
+def make_optimizer(
+    model: nn.Module, config: TrainConfig
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
     """Adam (default lr unless ``config.lr``) on the trainable parameters; StepLR(7, 0.1)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params) if config.lr is None else torch.optim.Adam(params, lr=config.lr)
+    optimizer = (
+        torch.optim.Adam(params) if config.lr is None else torch.optim.Adam(params, lr=config.lr)
+    )
     return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
 
 
@@ -44,9 +48,15 @@ def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Ten
 
 
 @torch.no_grad()
-def log_probs(model: nn.Module, forward: Forward, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-              device: torch.device, *, amp: bool = False,
-              channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def log_probs(
+    model: nn.Module,
+    forward: Forward,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    *,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Log-probabilities (float32, one row per item, in order) in eval mode, and the targets."""
     model.eval()
     out, targets = [], []
@@ -59,16 +69,30 @@ def log_probs(model: nn.Module, forward: Forward, batches: Iterable[tuple[torch.
     return torch.cat(out).numpy(), torch.cat(targets).numpy()
 
 
-def fit(model: nn.Module, forward: Forward, train: Batches, val: Batches | None, config: TrainConfig,
-        device: torch.device, state: LoopState, optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler, on_epoch: Callable[[LoopState], None]) -> LoopState:
+def fit(
+    model: nn.Module,
+    forward: Forward,
+    train: Batches,
+    val: Batches | None,
+    config: TrainConfig,
+    device: torch.device,
+    state: LoopState,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    on_epoch: Callable[[LoopState], None],
+) -> LoopState:
     """Train from ``state.epoch + 1`` to ``config.epochs`` (or early stop); ``on_epoch`` saves."""
     amp = config.amp and device.type == "cuda"
     channels_last = config.channels_last and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     loss_fn = nn.NLLLoss()
-    bar = tqdm(range(state.epoch + 1, config.epochs + 1), desc="epochs", disable=not config.progress,
-               initial=state.epoch, total=config.epochs)
+    bar = tqdm(
+        range(state.epoch + 1, config.epochs + 1),
+        desc="epochs",
+        disable=not config.progress,
+        initial=state.epoch,
+        total=config.epochs,
+    )
     for epoch in bar:
         start, total, correct, seen = time.perf_counter(), 0.0, 0, 0
         model.train()
@@ -88,15 +112,25 @@ def fit(model: nn.Module, forward: Forward, train: Batches, val: Batches | None,
         scheduler.step()
         val_acc = None
         if val is not None:
-            probs, truth = log_probs(model, forward, val(), device, amp=amp, channels_last=channels_last)
+            probs, truth = log_probs(
+                model, forward, val(), device, amp=amp, channels_last=channels_last
+            )
             val_acc = float((probs.argmax(1) == truth).mean())
             if val_acc > state.best_val:  # keep the best epoch's weights, as the recipe does
                 state.best_val, state.best_state, state.since_best = val_acc, _trained(model), 0
             else:
                 state.since_best += 1
         state.epoch = epoch
-        state.log.append({"epoch": epoch, "loss": total / max(seen, 1), "train_acc": correct / max(seen, 1),
-                          "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - start})
+        state.log.append(
+            {
+                "epoch": epoch,
+                "loss": total / max(seen, 1),
+                "train_acc": correct / max(seen, 1),
+                "val_acc": val_acc,
+                "lr": lr,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         bar.set_postfix(loss=f"{total / max(seen, 1):.3f}", val=val_acc)
         state.stopped_early = config.patience is not None and state.since_best >= config.patience
         on_epoch(state)

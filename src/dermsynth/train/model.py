@@ -23,8 +23,12 @@ class Classifier(nn.Module):
         super().__init__()
         frozen = not config.finetune
         built = build_backbone(
-            config.backbone, config.weights, len(classes),
-            frozen=frozen, hidden=config.hidden, dropout=config.dropout,
+            config.backbone,
+            config.weights,
+            len(classes),
+            frozen=frozen,
+            hidden=config.hidden,
+            dropout=config.dropout,
         )
         self.net = built.net
         self._halves = (built.trunk, built.tail)

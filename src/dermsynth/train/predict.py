@@ -89,55 +89,90 @@ class Scorer:
         """channels_last only on a GPU."""
         return self.config.channels_last and self.device.type == "cuda"
 
-    def features(self, rows: pd.DataFrame, views: list[str], *, skip_bad: bool) -> tuple[PreparedImages, np.ndarray]:
+    def features(
+        self, rows: pd.DataFrame, views: list[str], *, skip_bad: bool
+    ) -> tuple[PreparedImages, np.ndarray]:
         """Cached trunk features (items, views, dim) of ``rows``; missing views are computed,
         decoding only the images they need."""
         cfg = self.config
-        hashed = prepare_images(rows, self.image_cache, skip_bad=skip_bad, workers=cfg.workers, decode=False)
+        hashed = prepare_images(
+            rows, self.image_cache, skip_bad=skip_bad, workers=cfg.workers, decode=False
+        )
         store = self.store
         todo = store.missing(hashed.hashes, views)
         if todo:
             need = sorted({i for i, _ in todo})
-            decoded = prepare_images(hashed.rows.iloc[need], self.image_cache, skip_bad=skip_bad,
-                                     workers=cfg.workers, decode=True)
+            decoded = prepare_images(
+                hashed.rows.iloc[need],
+                self.image_cache,
+                skip_bad=skip_bad,
+                workers=cfg.workers,
+                decode=True,
+            )
             if len(decoded.skipped):  # undecodable: drop them, recompute what is missing
                 bad = set(decoded.skipped["image_id"])
                 keep = [i for i, r in enumerate(hashed.rows["image_id"]) if r not in bad]
-                hashed = PreparedImages(hashed.rows.iloc[keep].reset_index(drop=True),
-                                        [hashed.hashes[i] for i in keep], [hashed.entries[i] for i in keep],
-                                        pd.concat([hashed.skipped, decoded.skipped], ignore_index=True))
+                hashed = PreparedImages(
+                    hashed.rows.iloc[keep].reset_index(drop=True),
+                    [hashed.hashes[i] for i in keep],
+                    [hashed.entries[i] for i in keep],
+                    pd.concat([hashed.skipped, decoded.skipped], ignore_index=True),
+                )
                 todo = store.missing(hashed.hashes, views)
-            store.compute(self.model.to(self.device), hashed.entries, hashed.hashes, todo,
-                          batch_size=max(cfg.batch_size, 64), workers=cfg.workers, device=self.device,
-                          amp=self.amp, channels_last=self.channels_last, progress=cfg.progress)
+            store.compute(
+                self.model.to(self.device),
+                hashed.entries,
+                hashed.hashes,
+                todo,
+                batch_size=max(cfg.batch_size, 64),
+                workers=cfg.workers,
+                device=self.device,
+                amp=self.amp,
+                channels_last=self.channels_last,
+                progress=cfg.progress,
+            )
         return hashed, store.load(hashed.hashes, views)
 
-    def score(self, rows: pd.DataFrame, *, skip_bad: bool) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    def score(
+        self, rows: pd.DataFrame, *, skip_bad: bool
+    ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
         """Log-probabilities of ``rows`` (test transform); returns (rows kept, logp, skipped)."""
         model = self.model.to(self.device)
         if model.frozen and self.config.uses_features:
             prepared, feats = self.features(rows, [TEST_VIEW], skip_bad=skip_bad)
-            batches = FeatureBatches(feats, [0] * len(prepared.rows), max(self.config.batch_size, 256))()
+            batches = FeatureBatches(
+                feats, [0] * len(prepared.rows), max(self.config.batch_size, 256)
+            )()
             logp, _ = log_probs(model, model.tail, batches, self.device, amp=self.amp)
         else:
-            prepared = prepare_images(rows, self.image_cache, skip_bad=skip_bad,
-                                      workers=self.config.workers)
-            dataset = ImageDataset(prepared.entries, [0] * len(prepared.rows), test_transform(self.spec, to_float=False))
-            loader = DataLoader(dataset, batch_size=self.config.batch_size, num_workers=self.config.workers)
-            logp, _ = log_probs(model, model, loader, self.device, amp=self.amp,
-                                channels_last=self.channels_last)
+            prepared = prepare_images(
+                rows, self.image_cache, skip_bad=skip_bad, workers=self.config.workers
+            )
+            dataset = ImageDataset(
+                prepared.entries,
+                [0] * len(prepared.rows),
+                test_transform(self.spec, to_float=False),
+            )
+            loader = DataLoader(
+                dataset, batch_size=self.config.batch_size, num_workers=self.config.workers
+            )
+            logp, _ = log_probs(
+                model, model, loader, self.device, amp=self.amp, channels_last=self.channels_last
+            )
         return prepared.rows, logp, prepared.skipped
 
 
 def predictions_frame(rows: pd.DataFrame, logp: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """The predictions table (see the module docstring)."""
     probs = np.exp(logp.astype(np.float64)) if len(rows) else np.zeros((0, len(classes)))
-    out = pd.DataFrame({
-        "image_id": rows["image_id"].to_numpy(),
-        "label": rows["label"].to_numpy(),
-        "fst": rows["fst"].to_numpy(),
-        "prediction": [classes[i] for i in probs.argmax(1)] if len(rows) else [],
-    })
+    out = pd.DataFrame(
+        {
+            "image_id": rows["image_id"].to_numpy(),
+            "label": rows["label"].to_numpy(),
+            "fst": rows["fst"].to_numpy(),
+            "prediction": [classes[i] for i in probs.argmax(1)] if len(rows) else [],
+        }
+    )
     for j, name in enumerate(classes):
         out[f"p_{name}"] = probs[:, j]
     for column in ("split", "test_group"):
@@ -146,8 +181,14 @@ def predictions_frame(rows: pd.DataFrame, logp: np.ndarray, classes: list[str]) 
     return out
 
 
-def save_checkpoint(path: Path, model: Classifier, config: TrainConfig, spec: TransformSpec,
-                    weights_id: str, extra: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    model: Classifier,
+    config: TrainConfig,
+    spec: TransformSpec,
+    weights_id: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """model.pt: classes, backbone, weights identity, recipe options and the trained tensors."""
     import io
 
@@ -170,14 +211,22 @@ def save_checkpoint(path: Path, model: Classifier, config: TrainConfig, spec: Tr
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_run(run_dir: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None,
-             device: str = "auto", **overrides: Any) -> Scorer:
+def load_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    **overrides: Any,
+) -> Scorer:
     """Rebuild a finished run's model from RUN/model.pt (the frozen part from its weights)."""
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT
     if not path.is_file():
-        hint = " (the run has not finished; re-run `dermsynth train` to resume it)" if (
-            run_dir / "last.pt").exists() else ""
+        hint = (
+            " (the run has not finished; re-run `dermsynth train` to resume it)"
+            if (run_dir / "last.pt").exists()
+            else ""
+        )
         raise DermsynthError(f"{run_dir}: no {CHECKPOINT} here{hint}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -199,26 +248,47 @@ def load_run(run_dir: str | os.PathLike[str], *, cache_dir: str | os.PathLike[st
         )
     missing, unexpected = model.net.load_state_dict(payload["state"], strict=False)
     if unexpected or set(missing) & set(model.saved_keys()):
-        raise DermsynthError(f"{path}: checkpoint does not fit {config.backbone} (keys {unexpected[:3]})")
-    spec = TransformSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["transform"].items()})
+        raise DermsynthError(
+            f"{path}: checkpoint does not fit {config.backbone} (keys {unexpected[:3]})"
+        )
+    spec = TransformSpec(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in payload["transform"].items()}
+    )
     cache = Path(cache_dir) if cache_dir is not None else run_dir.resolve().parent / "cache"
     return Scorer(model, config, spec, weights_id, cache, pick_device(device))
 
 
-def predict(run_dir: str | os.PathLike[str], manifest: str | os.PathLike[str], out: str | os.PathLike[str],
-            *, split: str | None = "test", cache_dir: str | os.PathLike[str] | None = None,
-            skip_bad_images: bool = False, device: str = "auto", batch_size: int | None = None,
-            workers: int | None = None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def predict(
+    run_dir: str | os.PathLike[str],
+    manifest: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    split: str | None = "test",
+    cache_dir: str | os.PathLike[str] | None = None,
+    skip_bad_images: bool = False,
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score a manifest's rows (``split`` rows when it has a split column; all rows for None)
     with a finished run and write the predictions CSV; returns (predictions, skipped)."""
-    scorer = load_run(run_dir, cache_dir=cache_dir, device=device, batch_size=batch_size,
-                      workers=workers, progress=progress)
+    scorer = load_run(
+        run_dir,
+        cache_dir=cache_dir,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
     rows = read_manifest(manifest)
     if split is not None and "split" in rows.columns:
         found = sorted(set(rows["split"]))
         rows = rows[rows["split"] == split]
         if rows.empty:
-            raise DermsynthError(f"{manifest}: no rows with split {split!r} (splits: {', '.join(found)})")
+            raise DermsynthError(
+                f"{manifest}: no rows with split {split!r} (splits: {', '.join(found)})"
+            )
     kept, logp, skipped = scorer.score(rows.reset_index(drop=True), skip_bad=skip_bad_images)
     frame = predictions_frame(kept, logp, scorer.model.classes)
     atomic_write_csv(out, frame)

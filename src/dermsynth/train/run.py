@@ -73,7 +73,9 @@ def split_rows(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if "split" not in manifest.columns:
         return manifest.reset_index(drop=True), manifest.iloc[:0]
     train = manifest["split"].isin(TRAIN_SPLITS) | (manifest["origin"] == "synthetic")
-    return manifest[train].reset_index(drop=True), manifest[manifest["split"] == "test"].reset_index(drop=True)
+    return manifest[train].reset_index(drop=True), manifest[
+        manifest["split"] == "test"
+    ].reset_index(drop=True)
 
 
 def resolve_classes(train: pd.DataFrame, classes: tuple[str, ...] | None, source: str) -> list[str]:
@@ -88,12 +90,18 @@ def resolve_classes(train: pd.DataFrame, classes: tuple[str, ...] | None, source
         raise DermsynthError(f"--classes names a class twice: {', '.join(names)}")
     empty = [c for c in names if c not in labels]
     if empty:
-        raise DermsynthError(f"{source}: class(es) {', '.join(map(repr, empty))} have no training images")
+        raise DermsynthError(
+            f"{source}: class(es) {', '.join(map(repr, empty))} have no training images"
+        )
     extra = sorted(labels - set(names))
     if extra:
-        raise DermsynthError(f"{source}: training rows with labels not in --classes: {', '.join(extra)}")
+        raise DermsynthError(
+            f"{source}: training rows with labels not in --classes: {', '.join(extra)}"
+        )
     if len(names) < 2:
-        raise DermsynthError(f"{source}: training rows have one class ({names[0]!r}); need at least 2")
+        raise DermsynthError(
+            f"{source}: training rows have one class ({names[0]!r}); need at least 2"
+        )
     return names
 
 
@@ -123,8 +131,13 @@ def _save_state(path: Path, payload: dict[str, Any]) -> None:
     atomic_save(path, lambda handle: torch.save(payload, handle))
 
 
-def train_run(manifest: str | os.PathLike[str], out: str | os.PathLike[str], config: TrainConfig | None = None,
-              *, cache_dir: str | os.PathLike[str] | None = None) -> RunResult:
+def train_run(
+    manifest: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> RunResult:
     """Train one model on a manifest's training rows; write the run folder (see module doc)."""
     config = config or TrainConfig()
     started = time.perf_counter()
@@ -135,9 +148,16 @@ def train_run(manifest: str | os.PathLike[str], out: str | os.PathLike[str], con
     classes = resolve_classes(train, config.classes, str(manifest))
     info = backbone_info(config.backbone)
     weights_id = weights_identity(config.weights)
-    resolved = {"options": config.to_dict(), "identity": _jsonable(config.identity()), "classes": classes,
-                "manifest": str(Path(manifest).resolve()), "cache_dir": str(cache), "weights_id": weights_id,
-                "backbone": asdict(info), "torch": torch.__version__}
+    resolved = {
+        "options": config.to_dict(),
+        "identity": _jsonable(config.identity()),
+        "classes": classes,
+        "manifest": str(Path(manifest).resolve()),
+        "cache_dir": str(cache),
+        "weights_id": weights_id,
+        "backbone": asdict(info),
+        "torch": torch.__version__,
+    }
     with FolderLock(run_dir, "a training run"):
         # Under the lock nobody else writes here: a killed run's temporary files are junk.
         clear_partials(run_dir)
@@ -147,9 +167,17 @@ def train_run(manifest: str | os.PathLike[str], out: str | os.PathLike[str], con
         return _train(run_dir, rows, train, test, classes, config, resolved, cache, started)
 
 
-def _train(run_dir: Path, rows: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame,
-           classes: list[str], config: TrainConfig, resolved: dict[str, Any], cache: Path,
-           started: float) -> RunResult:
+def _train(
+    run_dir: Path,
+    rows: pd.DataFrame,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    classes: list[str],
+    config: TrainConfig,
+    resolved: dict[str, Any],
+    cache: Path,
+    started: float,
+) -> RunResult:
     manifest = resolved["manifest"]
     info = backbone_info(config.backbone)
     weights_id = resolved["weights_id"]
@@ -169,7 +197,8 @@ def _train(run_dir: Path, rows: pd.DataFrame, train: pd.DataFrame, test: pd.Data
     fast = config.uses_features
     data = _fast_path_data if fast else _image_path_data
     fit_rows, val_rows, train_batches, val_batches, forward = data(
-        scorer, train[~is_val], train[is_val], index, generator)
+        scorer, train[~is_val], train[is_val], index, generator
+    )
     skipped = pd.concat([fit_rows.skipped, val_rows.skipped], ignore_index=True)
     resolve_classes(fit_rows.rows, tuple(classes), f"{manifest} (after skipping bad images)")
 
@@ -178,15 +207,32 @@ def _train(run_dir: Path, rows: pd.DataFrame, train: pd.DataFrame, test: pd.Data
 
     def on_epoch(s: LoopState) -> None:
         atomic_write_csv(run_dir / "train_log.csv", pd.DataFrame(s.log))
-        _save_state(run_dir / "last.pt", {
-            "identity": config.identity(), "loop": asdict(s), "model": model.trained_state(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(), "generator": generator.get_state(),
-        })
+        _save_state(
+            run_dir / "last.pt",
+            {
+                "identity": config.identity(),
+                "loop": asdict(s),
+                "model": model.trained_state(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "generator": generator.get_state(),
+            },
+        )
 
     has_val = bool(is_val.any()) and len(val_rows.rows) > 0
-    state = fit(model, forward, train_batches, val_batches if has_val else None, config, device,
-                state, optimizer, scheduler, on_epoch)
+    state = fit(
+        model,
+        forward,
+        train_batches,
+        val_batches if has_val else None,
+        config,
+        device,
+        state,
+        optimizer,
+        scheduler,
+        on_epoch,
+    )
     if state.best_state is not None:
         model.net.load_state_dict(state.best_state, strict=False)
     if len(skipped):
@@ -199,43 +245,86 @@ def _train(run_dir: Path, rows: pd.DataFrame, train: pd.DataFrame, test: pd.Data
         skipped = pd.concat([skipped, test_skipped], ignore_index=True)
         if len(test_skipped):
             atomic_write_csv(run_dir / "skipped_images.csv", skipped)
-    save_checkpoint(run_dir / CHECKPOINT, model, config, spec, weights_id,
-                    {"epochs_run": state.epoch, "stopped_early": state.stopped_early,
-                     "best_val": state.best_val if has_val else None, "fast_path": fast})
+    save_checkpoint(
+        run_dir / CHECKPOINT,
+        model,
+        config,
+        spec,
+        weights_id,
+        {
+            "epochs_run": state.epoch,
+            "stopped_early": state.stopped_early,
+            "best_val": state.best_val if has_val else None,
+            "fast_path": fast,
+        },
+    )
     (run_dir / "last.pt").unlink(missing_ok=True)
-    return RunResult(run_dir, classes, pd.DataFrame(state.log), predictions, skipped.reset_index(drop=True),
-                     time.perf_counter() - started)
+    return RunResult(
+        run_dir,
+        classes,
+        pd.DataFrame(state.log),
+        predictions,
+        skipped.reset_index(drop=True),
+        time.perf_counter() - started,
+    )
 
 
 Data = tuple[PreparedImages, PreparedImages, Batches, Batches, Forward]
 
 
-def _fast_path_data(scorer: Scorer, fit: pd.DataFrame, val: pd.DataFrame, index: dict[str, int],
-                    generator: torch.Generator) -> Data:
+def _fast_path_data(
+    scorer: Scorer,
+    fit: pd.DataFrame,
+    val: pd.DataFrame,
+    index: dict[str, int],
+    generator: torch.Generator,
+) -> Data:
     """Batches of cached trunk features (K views per training image); forward = the tail."""
     config, skip = scorer.config, scorer.config.skip_bad_images
     fit_rows, fit_feats = scorer.features(fit, train_views(config.views), skip_bad=skip)
     val_rows, val_feats = scorer.features(val, [TEST_VIEW], skip_bad=skip)
     targets = [index[c] for c in fit_rows.rows["label"]]
     sampler = class_balanced_sampler(targets, len(index), generator)
-    return (fit_rows, val_rows, FeatureBatches(fit_feats, targets, config.batch_size, sampler, generator),
-            FeatureBatches(val_feats, [index[c] for c in val_rows.rows["label"]], 256), scorer.model.tail)
+    return (
+        fit_rows,
+        val_rows,
+        FeatureBatches(fit_feats, targets, config.batch_size, sampler, generator),
+        FeatureBatches(val_feats, [index[c] for c in val_rows.rows["label"]], 256),
+        scorer.model.tail,
+    )
 
 
-def _image_path_data(scorer: Scorer, fit: pd.DataFrame, val: pd.DataFrame, index: dict[str, int],
-                     generator: torch.Generator) -> Data:
+def _image_path_data(
+    scorer: Scorer,
+    fit: pd.DataFrame,
+    val: pd.DataFrame,
+    index: dict[str, int],
+    generator: torch.Generator,
+) -> Data:
     """Transformed images every epoch (the slow path); forward = the whole model."""
     config, spec = scorer.config, scorer.spec
-    fit_rows, val_rows = (prepare_images(rows, scorer.image_cache, skip_bad=config.skip_bad_images,
-                                         workers=config.workers) for rows in (fit, val))
+    fit_rows, val_rows = (
+        prepare_images(
+            rows, scorer.image_cache, skip_bad=config.skip_bad_images, workers=config.workers
+        )
+        for rows in (fit, val)
+    )
     targets = [index[c] for c in fit_rows.rows["label"]]
     sampler = class_balanced_sampler(targets, len(index), generator)
-    loader = DataLoader(ImageDataset(fit_rows.entries, targets, train_transform(spec, to_float=False)),
-                        batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        generator=generator, pin_memory=scorer.device.type == "cuda",
-                        persistent_workers=config.workers > 0)  # workers start once, not per epoch
-    val_set = ImageDataset(val_rows.entries, [index[c] for c in val_rows.rows["label"]],
-                           test_transform(spec, to_float=False))
+    loader = DataLoader(
+        ImageDataset(fit_rows.entries, targets, train_transform(spec, to_float=False)),
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        generator=generator,
+        pin_memory=scorer.device.type == "cuda",
+        persistent_workers=config.workers > 0,
+    )  # workers start once, not per epoch
+    val_set = ImageDataset(
+        val_rows.entries,
+        [index[c] for c in val_rows.rows["label"]],
+        test_transform(spec, to_float=False),
+    )
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers)
     return fit_rows, val_rows, (lambda: loader), (lambda: val_loader), scorer.model
 
@@ -259,16 +348,30 @@ def _finished(run_dir: Path, resolved: dict[str, Any]) -> RunResult | None:
             )
     if not (run_dir / CHECKPOINT).exists():
         return None
-    log = pd.read_csv(run_dir / "train_log.csv") if (run_dir / "train_log.csv").exists() else pd.DataFrame()
+    log = (
+        pd.read_csv(run_dir / "train_log.csv")
+        if (run_dir / "train_log.csv").exists()
+        else pd.DataFrame()
+    )
     preds_path = run_dir / "predictions.csv"
-    preds = pd.read_csv(preds_path, dtype={"image_id": str, "label": str}) if preds_path.exists() else None
+    preds = (
+        pd.read_csv(preds_path, dtype={"image_id": str, "label": str})
+        if preds_path.exists()
+        else None
+    )
     skipped_path = run_dir / "skipped_images.csv"
     skipped = pd.read_csv(skipped_path, dtype=str) if skipped_path.exists() else pd.DataFrame()
     return RunResult(run_dir, list(resolved["classes"]), log, preds, skipped, 0.0, reused=True)
 
 
-def _resume(run_dir: Path, config: TrainConfig, model: Classifier, optimizer: torch.optim.Optimizer,
-            scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator) -> LoopState:
+def _resume(
+    run_dir: Path,
+    config: TrainConfig,
+    model: Classifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> LoopState:
     path = run_dir / "last.pt"
     if not path.exists():
         return LoopState()

@@ -51,7 +51,9 @@ class GenerationParams:
     def validate(self) -> None:
         """Refuse out-of-range values with the option's name (before any model is loaded)."""
         if self.backend not in BACKENDS:
-            raise DermsynthError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+            raise DermsynthError(
+                f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}"
+            )
         if self.mode not in MODES:
             raise DermsynthError(f"unknown --mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.steps < 1:
@@ -71,7 +73,9 @@ class GenerationParams:
         if self.batch_size < 1:
             raise DermsynthError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
-            raise DermsynthError(f"--resolution must be a multiple of 8 (>= 8), got {self.resolution}")
+            raise DermsynthError(
+                f"--resolution must be a multiple of 8 (>= 8), got {self.resolution}"
+            )
         if self.retries < 0:
             raise DermsynthError(f"--retries must be >= 0, got {self.retries}")
         if self.backend == "openai" and self.mode != "inpaint":

@@ -134,7 +134,9 @@ class DiffusersBackend:
             extra = {"safety_checker": None, "requires_safety_checker": False}
         try:
             if path.exists():
-                return cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True, **extra)
+                return cls.from_pretrained(
+                    str(path), torch_dtype=dtype, local_files_only=True, **extra
+                )
             return cls.from_pretrained(model, torch_dtype=dtype, **extra)
         except (OSError, ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -226,7 +228,9 @@ class DiffusersBackend:
             for job, image, nsfw in zip(batch, output.images, flagged, strict=True):
                 if nsfw:
                     results.append(
-                        Result(job, None, seconds, error="flagged by the safety checker", refused=True)
+                        Result(
+                            job, None, seconds, error="flagged by the safety checker", refused=True
+                        )
                     )
                 else:
                     results.append(Result(job, image, seconds))

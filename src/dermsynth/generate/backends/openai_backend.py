@@ -55,7 +55,9 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, params: GenerationParams, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, params: GenerationParams, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.params = params
         self.client: Any = None
         self._sleep = sleep
@@ -117,7 +119,11 @@ class OpenAIBackend:
             try:
                 response = self.client.images.edit(**kwargs)
                 break
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+            except (
+                openai.RateLimitError,
+                openai.InternalServerError,
+                openai.APIConnectionError,
+            ) as exc:
                 if attempt >= self.params.retries:
                     raise
                 self._sleep(self._backoff(exc, attempt))
@@ -159,7 +165,9 @@ class OpenAIBackend:
                 except openai.APIError as exc:
                     refused = isinstance(exc, openai.BadRequestError) and _is_refusal(exc)
                     message = f"{type(exc).__name__}: {exc}"
-                    results.extend(Result(j, None, 0.0, error=message, refused=refused) for j in part)
+                    results.extend(
+                        Result(j, None, 0.0, error=message, refused=refused) for j in part
+                    )
                     continue
                 except (OSError, RuntimeError, ValueError) as exc:
                     message = f"{type(exc).__name__}: {exc}"
@@ -167,6 +175,7 @@ class OpenAIBackend:
                     continue
                 seconds = (time.perf_counter() - began) / len(part)
                 results.extend(
-                    Result(j, image, seconds, details=details) for j, image in zip(part, images, strict=True)
+                    Result(j, image, seconds, details=details)
+                    for j, image in zip(part, images, strict=True)
                 )
         return results
