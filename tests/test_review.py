@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dermsynth.config import SelectionConfig
 from dermsynth.errors import DermsynthError
-from dermsynth.select.selection import SelectOptions, select_candidates
+from dermsynth.select.selection import select_candidates
 from test_select_cli import make_candidate_run
 
 pytest.importorskip("fastapi", reason="the review page needs the 'review' extra (fastapi, uvicorn)")
@@ -39,7 +40,7 @@ def run_dir(tmp_path: Path) -> Path:
     select_candidates(
         paths["manifest"],
         paths["run"] / "selected.csv",
-        options=SelectOptions(k=2),
+        options=SelectionConfig(k=2),
         test_csv=paths["plan"],
     )
     (tmp_path / "secret.txt").write_text("TOP-SECRET")
@@ -218,7 +219,7 @@ def test_reselecting_keeps_review_decisions(client, run_dir: Path) -> None:  # t
     result = select_candidates(
         run_dir / "manifest.csv",
         run_dir / "selected.csv",
-        options=SelectOptions(k=2, contact_sheets=False),
+        options=SelectionConfig(k=2, contact_sheets=False),
     )
     assert any("kept 1 review decision" in n for n in result.notes)
     row = result.manifest.set_index("image_id").loc["s_dark_c03"]
