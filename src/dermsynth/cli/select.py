@@ -113,24 +113,32 @@ def select(
 
 
 def review(
-    run: Path = typer.Argument(..., help="Run folder holding the selected manifest."),
+    run: Path = typer.Argument(
+        ...,
+        help="Folder holding the selected manifest (a study's selection/<direction>/<condition>).",
+    ),
     manifest: str | None = typer.Option(
         None,
         "--manifest",
         help="Manifest file name inside RUN (default: from selection.json, else selected.csv).",
     ),
-    port: int = typer.Option(8765, "--port", help="Port to listen on."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on (1..65535)."),
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to bind (default: this machine only)."
     ),
 ) -> None:
     """Open a local web page to accept or reject candidates; decisions are saved into the manifest."""
-    from dermsynth.select.review_app import manifest_path, serve
+    from dermsynth.select.review_app import LOOPBACK_HOSTS, manifest_path, serve
 
     path = manifest_path(run, manifest)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in (*LOOPBACK_HOSTS, "::1"):
         typer.echo(
             f"warning: serving on {host}: anyone who can reach it can change decisions", err=True
         )
-    typer.echo(f"reviewing {path}: open http://{host}:{port}/ (Ctrl-C to stop)")
-    serve(run, manifest=path.name if manifest is None else manifest, host=host, port=port)
+    serve(
+        run,
+        manifest=path.name if manifest is None else manifest,
+        host=host,
+        port=port,
+        announce=lambda url: typer.echo(f"reviewing {path}: open {url} (Ctrl-C to stop)"),
+    )
