@@ -130,7 +130,10 @@ def test_user_mask_of_the_wrong_size_is_refused(tmp_path):
         (["--n", "0"], "Invalid value for '--n'"),
         (["--backend", "midjourney"], "unknown backend 'midjourney'"),
         (["--mode", "outpaint"], "--mode: Input should be 'inpaint', 'img2img' or 'text2img'"),
-        (["--negative-prompt", "blurry", "--backend", "openai"], "--negative-prompt: unknown setting"),
+        (
+            ["--negative-prompt", "blurry", "--backend", "openai"],
+            "--negative-prompt: unknown setting",
+        ),
         (
             ["--backend", "diffusers", "--model", "./no/such/folder"],
             "model folder ./no/such/folder not found",

@@ -69,11 +69,14 @@ def test_a_study_selection_folder_shows_every_image(study_selection: Path) -> No
 
 
 def test_a_plain_generate_folder_shows_every_image(tmp_path: Path) -> None:
-    from dermsynth.select.selection import SelectOptions, select_candidates
+    from dermsynth.config import SelectionConfig
+    from dermsynth.select.selection import select_candidates
     from test_select_cli import make_candidate_run
 
     paths = make_candidate_run(tmp_path)
-    select_candidates(paths["manifest"], paths["run"] / "selected.csv", options=SelectOptions(k=2))
+    select_candidates(
+        paths["manifest"], paths["run"] / "selected.csv", options=SelectionConfig(k=2)
+    )
     with review_client(paths["run"]) as client:
         assert _assert_every_image_served(client, _state(client)) == 2 * (5 + 2)
 

@@ -192,13 +192,14 @@ DTYPES: dict[str, str] = {
     "best_group": TEXT,
 }
 
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no", ""})
+_TRUE = frozenset({"true", "1", "1.0", "yes"})
+_FALSE = frozenset({"false", "0", "0.0", "no", ""})
 
 
-def _as_bool(values: pd.Series, *, nullable: bool) -> pd.Series:
+def as_bool(values: pd.Series, *, nullable: bool = False) -> pd.Series:
+    """A boolean column from booleans or their CSV text (True/False, 1/0, yes/no, empty)."""
     if pd.api.types.is_bool_dtype(values):
-        return values.astype("boolean" if nullable else bool)
+        return values.astype("boolean") if nullable else values.fillna(False).astype(bool)
     text = values.astype("string").str.strip().str.lower().fillna("")
     bad = ~text.isin(_TRUE | _FALSE)
     if bad.any():
@@ -236,7 +237,7 @@ def coerce(frame: pd.DataFrame, dtypes: Mapping[str, str] = DTYPES) -> pd.DataFr
             if kind == TEXT:
                 out[column] = out[column].fillna("").astype(str)
             elif kind in (BOOL, NULLABLE_BOOL):
-                out[column] = _as_bool(out[column], nullable=kind == NULLABLE_BOOL)
+                out[column] = as_bool(out[column], nullable=kind == NULLABLE_BOOL)
             else:
                 out[column] = _as_number(out[column], kind)
         except (TypeError, ValueError) as exc:

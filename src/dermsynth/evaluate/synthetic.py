@@ -63,6 +63,7 @@ from dermsynth.data.images import BadImageError, load_rgb, resize_shorter_side
 from dermsynth.errors import DermsynthError
 from dermsynth.evaluate.features import DEFAULT_FEATURES, FeatureExtractor, make_feature_extractor
 from dermsynth.evaluate.metrics import DEFAULT_GROUPS, parse_groups, wilson_interval
+from dermsynth.schema import as_bool
 
 COPY_QUANTILE = 0.05
 KID_SUBSETS = 100
@@ -152,7 +153,6 @@ FID_NOTE = (
     "FID is biased upwards at small N (it falls as N grows, for the same generator): compare "
     "FIDs only at equal N; KID is unbiased and comes with its standard deviation over subsets"
 )
-_TRUE = frozenset({"true", "1", "1.0", "yes", "y", "t"})
 _SHOWN = 3
 
 
@@ -179,10 +179,6 @@ class SyntheticQuality:
 # --------------------------------------------------------------------------- inputs
 
 
-def _truthy(values: pd.Series) -> pd.Series:
-    return values.map(lambda v: str(v).strip().lower() in _TRUE).astype(bool)
-
-
 def measured_synthetic(candidates: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The synthetic rows to measure, and what they are: the final selection where there is one.
 
@@ -197,7 +193,7 @@ def measured_synthetic(candidates: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         )
     total = len(synthetic)
     if "final" in synthetic.columns:
-        keep, what = _truthy(synthetic["final"]), "the final selection (column final)"
+        keep, what = as_bool(synthetic["final"]), "the final selection (column final)"
     elif "selected" in synthetic.columns:
         from dermsynth.select.selection import final_selection
 

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dermsynth.errors import DermsynthError
 from dermsynth.io import FolderLock, atomic_write_csv, is_partial
+from dermsynth.schema import as_bool
 from dermsynth.select.selection import (
     REVIEWED,
     SELECTION_FILE,
@@ -125,10 +126,6 @@ def _selection_info(folder: Path) -> dict[str, Any]:
     return {}
 
 
-def _truthy(values: pd.Series) -> pd.Series:
-    return values.astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
-
-
 def selection_k(folder: Path, frame: pd.DataFrame) -> int:
     """Images per seed the study trains on: ``selection.json``'s ``k``, else the most
     ``selected`` candidates any seed has."""
@@ -137,7 +134,7 @@ def selection_k(folder: Path, frame: pd.DataFrame) -> int:
         return k
     if frame.empty:
         return 0
-    return int(_truthy(frame["selected"]).groupby(frame["parent_id"], sort=False).sum().max())
+    return int(as_bool(frame["selected"]).groupby(frame["parent_id"], sort=False).sum().max())
 
 
 def _rank_label(row: pd.Series) -> str:
@@ -155,7 +152,7 @@ def _rank_key(frame: pd.DataFrame) -> pd.Series:
 def seed_changes(group: pd.DataFrame, trains: pd.Series) -> tuple[dict[Any, Any], list[str]]:
     """What the review changed for one seed: candidate index -> the index it trains in place
     of, and one note per change (``#3 trains in place of rejected #1``)."""
-    selected = _truthy(group["selected"])
+    selected = as_bool(group["selected"])
     accepted = group[REVIEWED] == "accepted"
     incoming = group[trains & ~selected]
     incoming = incoming.assign(_a=~accepted[incoming.index], _r=_rank_key(incoming))

@@ -61,7 +61,7 @@ from dermsynth.data.images import BadImageError, load_rgb
 from dermsynth.data.manifest import load_manifest, write_manifest
 from dermsynth.errors import DermsynthError
 from dermsynth.io import atomic_write_json
-from dermsynth.schema import REVIEW_VALUES, SELECTION_COLUMNS, SYNTHETIC
+from dermsynth.schema import REVIEW_VALUES, SELECTION_COLUMNS, SYNTHETIC, as_bool
 
 SELECTION_FILE = "selection.json"
 SHEETS_DIR = "contact_sheets"
@@ -562,7 +562,7 @@ def final_selection(frame: pd.DataFrame) -> pd.Series:
     """``reviewed`` overrides ``selected``: accepted -> True, rejected -> False."""
     reviewed = _text(frame, REVIEWED)
     if "selected" in frame.columns:
-        final = frame["selected"].fillna(False).astype(bool).copy()
+        final = as_bool(frame["selected"]).copy()
     else:
         final = pd.Series(False, index=frame.index, dtype=bool)
     final[reviewed == "accepted"] = True
@@ -576,7 +576,7 @@ def training_selection(frame: pd.DataFrame, k: int) -> pd.DataFrame:
     room for the next-best candidate of that seed."""
     reviewed = _text(frame, REVIEWED).str.lower()
     excluded = (
-        frame["excluded"].fillna(False).astype(bool)
+        as_bool(frame["excluded"])
         if "excluded" in frame.columns
         else pd.Series(False, index=frame.index)
     )

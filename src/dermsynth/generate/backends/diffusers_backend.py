@@ -164,7 +164,10 @@ class DiffusersBackend:
         scheduler = make_scheduler(params.scheduler, pipe.scheduler)
         if scheduler is not None:
             pipe.scheduler = scheduler
-        if getattr(params, "safety_checker", False) and getattr(pipe, "safety_checker", None) is None:
+        if (
+            getattr(params, "safety_checker", False)
+            and getattr(pipe, "safety_checker", None) is None
+        ):
             raise DermsynthError(
                 f"--safety-checker was asked but {self.model_name} ships no safety checker"
             )
