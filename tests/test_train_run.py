@@ -18,6 +18,7 @@ from dermsynth.errors import DermsynthError
 from dermsynth.train import run as run_module
 from dermsynth.train.predict import load_run
 from dermsynth.train.run import train_run
+from dermsynth.train.store import ShardStore
 
 CLASSES = ("nd", "psoriasis", "scc")
 COLOURS = ((200, 60, 60), (60, 180, 80), (70, 90, 200))
@@ -116,17 +117,22 @@ def test_feature_cache_is_shared_and_keyed(data: Path, tmp_path: Path) -> None:
     data = tmp_path / "data" / data.name
     cache = tmp_path / "cache"
     train_run(data, tmp_path / "a", small(epochs=1), cache_dir=cache)
-    files = sorted(cache.glob("features/*/*/*/*.npy"))
-    # 36 training images x (test view + 1 augmented view) + 24 test images' test view.
-    assert len(files) == 36 * 2 + 24
+    (folder,) = cache.glob("features/*")
+    store = ShardStore(folder, 512)
+    # 36 training images x (test view + 1 augmented view) + 24 test images' test view, in one
+    # shard (data and keys) written by one writer (its slot's lock file).
+    assert len(store.snapshot()) == 36 * 2 + 24
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert len(files) == 4  # key.json, the slot's lock, the shard and its keys
     stamp = {f: f.stat().st_mtime_ns for f in files}
     train_run(
         data, tmp_path / "b", small(epochs=1, seed=1), cache_dir=cache
     )  # another seed: shared
-    assert {f: f.stat().st_mtime_ns for f in sorted(cache.glob("features/*/*/*/*.npy"))} == stamp
+    assert {f: f.stat().st_mtime_ns for f in files} == stamp
     Image.new("RGB", (80, 72), (10, 200, 10)).save(tmp_path / "data" / "images" / "test0_0.jpg")
     train_run(data, tmp_path / "b2", small(epochs=1), cache_dir=cache)  # changed image: new entry
-    assert len(list(cache.glob("features/*/*/*/*.npy"))) == len(files) + 1
+    assert len(store.snapshot()) == 36 * 2 + 24 + 1
+    assert store.count_files() == 4
     train_run(
         data, tmp_path / "c", small(epochs=1, image_size=72), cache_dir=cache
     )  # new transform

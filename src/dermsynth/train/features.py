@@ -3,24 +3,33 @@
 Every image has a test view (the test transform). A training image has ``K`` views: view 0 is
 its test view (the un-augmented centre crop, already computed wherever the image is a test or
 validation image of another direction, so shared with it) and views ``1..K-1`` are the train
-transform under a seed fixed by the image's content hash and the view index. Each view's trunk output is one float16 ``.npy`` file::
+transform under a seed fixed by the image's content hash and the view index. Each view's trunk
+output is one float16 row of a sharded store (:mod:`dermsynth.train.store`)::
 
-    <cache>/features/<backbone>-<key>/<view>/<hash[:2]>/<image hash>.npy
+    <cache>/features/<backbone>-<key>/shards/w<slot>/<shard>.npy (+ .keys.json)
 
-where ``key`` hashes the backbone name, the weights' identity (file hash, or 'imagenet' / 'none'
-with the torch and torchvision versions), the transform spec and the trunk's split point, and
-``<image hash>`` is the SHA-1 of the image file's bytes. A changed image, transform or weights
-file therefore reads from a new entry: the cache is never stale. Runs that share these share
-the features (by default the cache sits beside the run folders, so every run of a study uses
-it). During training each sampled image picks one of its K views at random, each epoch.
+keyed ``<view>/<image hash>``, where ``key`` hashes the backbone name, the weights' identity
+(file hash, or 'imagenet' / 'none' with the torch and torchvision versions), the transform spec
+and the trunk's split point, and ``<image hash>`` is the SHA-1 of the image file's bytes. A
+changed image, transform or weights file therefore reads from a new entry: the cache is never
+stale. Runs that share these share the features (by default the cache sits beside the run
+folders, so every run of a study uses it). Training reads them through memory maps, a batch at
+a time (:class:`~dermsynth.train.store.StoredRows`), so a large synthetic set is never held in
+memory. During training each sampled image picks one of its K views at random, each epoch.
+
+Caches of earlier versions kept one ``.npy`` file per view (``<view>/<hash[:2]>/<hash>.npy``
+in the same folder); the first use of such a folder moves its entries into shards, bit for bit,
+and removes the files, so a folder is never read half one way and half the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -29,9 +38,11 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from dermsynth.io import atomic_save, atomic_write_json
+from dermsynth.errors import DermsynthError
+from dermsynth.io import FolderLock, atomic_write_json, is_partial
 from dermsynth.train.datasets import ImageDataset, TransformSpec, test_transform, train_transform
 from dermsynth.train.model import Classifier
+from dermsynth.train.store import SHARDS, ShardStore, StoredRows
 
 TRUNK_VERSION = 1  # bump when a backbone's split point moves: old features no longer fit
 TEST_VIEW = "test"
@@ -84,18 +95,67 @@ class FeatureStore:
         self.spec = spec
         self.dim = model.info.feature_dim
 
-    def path(self, image_hash: str, view: str) -> Path:
-        """File of one view of one image."""
+    @property
+    def shards(self) -> ShardStore:
+        """The sharded rows behind this cache."""
+        return ShardStore(self.folder, self.dim)
+
+    @staticmethod
+    def entry(image_hash: str, view: str) -> str:
+        """The store key of one view of one image."""
+        return f"{view}/{image_hash}"
+
+    def legacy_path(self, image_hash: str, view: str) -> Path:
+        """Where earlier versions kept one view of one image, one file each."""
         return self.folder / view / image_hash[:2] / f"{image_hash}.npy"
 
     def missing(self, hashes: Sequence[str], views: Sequence[str]) -> list[tuple[int, str]]:
         """(item index, view) pairs not yet cached."""
-        return [(i, v) for i, h in enumerate(hashes) for v in views if not self.path(h, v).exists()]
+        self.adopt_legacy()
+        located = self.shards.snapshot().locate([self.entry(h, v) for h in hashes for v in views])
+        pairs = [(i, v) for i in range(len(hashes)) for v in views]
+        return [pair for pair, row in zip(pairs, located, strict=True) if row < 0]
 
-    def _save(self, path: Path, array: np.ndarray) -> None:
-        # No fsync per entry (thousands of them): an entry lost in a crash is recomputed, and a
-        # damaged one fails its shape check in load().
-        atomic_save(path, lambda handle: np.save(handle, array, allow_pickle=False), fsync=False)
+    def _legacy_views(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(
+            p
+            for p in self.folder.iterdir()
+            if p.is_dir() and p.name != SHARDS and not is_partial(p) and not p.name.startswith(".")
+        )
+
+    def adopt_legacy(self) -> int:
+        """Move the one-file-per-view entries of an earlier version into shards, bit for bit,
+        and remove them; returns how many were moved (0 while another process does it)."""
+        views = self._legacy_views()
+        if not views:
+            return 0
+        try:
+            lock = FolderLock(self.folder, "a feature-cache upgrade").acquire()
+        except DermsynthError:
+            return 0  # another process moves them; until then they are computed again
+        try:
+            return self._adopt(self._legacy_views())
+        finally:
+            lock.release()
+
+    def _adopt(self, views: list[Path]) -> int:
+        entries = [(f"{v.name}/{f.stem}", f) for v in views for f in sorted(v.glob("*/*.npy"))]
+        known = self.shards.snapshot().locate([key for key, _ in entries])
+        moved = 0
+        with self.shards.writer() as writer:
+            for (key, path), row in zip(entries, known, strict=True):
+                if row >= 0:
+                    continue
+                with contextlib.suppress(OSError, ValueError):
+                    array = np.load(path, allow_pickle=False)
+                    if array.shape == (self.dim,) and array.dtype == np.float16:
+                        writer.add(key, array)  # a damaged entry is left out: computed again
+                        moved += 1
+        for view in views:  # only once every entry is in a whole shard
+            shutil.rmtree(view, ignore_errors=True)
+        return moved
 
     @torch.no_grad()
     def compute(
@@ -119,7 +179,38 @@ class FeatureStore:
         if not (self.folder / "key.json").exists():
             atomic_write_json(self.folder / "key.json", self.parts)
         model.eval()
-        done = 0
+        with self.shards.writer() as writer:
+            for keys, rows in self._outputs(
+                model,
+                entries,
+                hashes,
+                todo,
+                batch_size,
+                workers,
+                device,
+                amp,
+                channels_last,
+                progress,
+            ):
+                for key, row in zip(keys, rows, strict=True):
+                    writer.add(key, row)
+        return len(todo)
+
+    def _outputs(
+        self,
+        model: Classifier,
+        entries: Sequence[Path],
+        hashes: Sequence[str],
+        todo: Sequence[tuple[int, str]],
+        batch_size: int,
+        workers: int,
+        device: torch.device,
+        amp: bool,
+        channels_last: bool,
+        progress: bool,
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(store keys, float16 trunk outputs) of ``todo``, a batch at a time; the test views
+        first, then the augmented ones, in ``todo``'s order."""
         for is_test in (True, False):
             group = [(i, v) for i, v in todo if (v == TEST_VIEW) == is_test]
             if not group:
@@ -151,26 +242,20 @@ class FeatureStore:
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=amp):
                     out = model.features(inputs).float().cpu().numpy().astype(np.float16)
-                for row, pos in zip(out, positions.tolist(), strict=True):
-                    i, view = group[pos]
-                    self._save(self.path(hashes[i], view), row)
-                done += len(out)
-        return done
+                pairs = [group[pos] for pos in positions.tolist()]
+                yield [self.entry(hashes[i], view) for i, view in pairs], out
 
-    def load(self, hashes: Sequence[str], views: Sequence[str]) -> np.ndarray:
-        """Cached features as an (items, views, dim) float16 array."""
-        out = np.empty((len(hashes), len(views), self.dim), dtype=np.float16)
-        for i, h in enumerate(hashes):
-            for j, v in enumerate(views):
-                path = self.path(h, v)
-                array = np.load(path, allow_pickle=False)
-                if array.shape != (self.dim,):
-                    path.unlink(missing_ok=True)
-                    raise RuntimeError(
-                        f"damaged feature entry {path} removed; run again to rebuild it"
-                    )
-                out[i, j] = array
-        return out
+    def load(self, hashes: Sequence[str], views: Sequence[str]) -> StoredRows:
+        """Cached features as an (items, views, dim) float16 array read from the shards on
+        demand (index it like an array; ``np.asarray`` reads it all)."""
+        snapshot = self.shards.snapshot()
+        rows = snapshot.locate([self.entry(h, v) for h in hashes for v in views])
+        if (rows < 0).any():
+            raise RuntimeError(
+                f"{int((rows < 0).sum())} feature entries of {self.folder} vanished after they "
+                "were computed (a damaged shard?); run again to rebuild them"
+            )
+        return StoredRows(snapshot.reader(), rows.reshape(len(hashes), len(views)))
 
 
 class FeatureBatches:
@@ -178,7 +263,7 @@ class FeatureBatches:
 
     def __init__(
         self,
-        features: np.ndarray,
+        features: np.ndarray | StoredRows,
         targets: Sequence[int],
         batch_size: int,
         sampler: WeightedRandomSampler | None = None,

@@ -33,6 +33,7 @@ from dermsynth.train.datasets import (
 from dermsynth.train.features import TEST_VIEW, FeatureBatches, FeatureStore
 from dermsynth.train.loop import log_probs
 from dermsynth.train.model import Classifier
+from dermsynth.train.store import StoredRows
 
 CHECKPOINT = "model.pt"
 CHECKPOINT_FORMAT = 1
@@ -91,9 +92,9 @@ class Scorer:
 
     def features(
         self, rows: pd.DataFrame, views: list[str], *, skip_bad: bool
-    ) -> tuple[PreparedImages, np.ndarray]:
-        """Cached trunk features (items, views, dim) of ``rows``; missing views are computed,
-        decoding only the images they need."""
+    ) -> tuple[PreparedImages, StoredRows]:
+        """Cached trunk features (items, views, dim) of ``rows``, read from the store on
+        demand; missing views are computed, decoding only the images they need."""
         cfg = self.config
         hashed = prepare_images(
             rows, self.image_cache, skip_bad=skip_bad, workers=cfg.workers, decode=False

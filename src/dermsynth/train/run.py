@@ -51,6 +51,7 @@ from dermsynth.train.predict import (
     read_manifest,
     save_checkpoint,
 )
+from dermsynth.train.store import StoredRows
 
 MADE = (SYNTHETIC, AUGMENTED)  # training rows made by the product, whatever their split
 
@@ -295,7 +296,7 @@ def _fast_path_data(
     )
 
 
-def _training_features(scorer: Scorer, fit: pd.DataFrame) -> tuple[PreparedImages, np.ndarray]:
+def _training_features(scorer: Scorer, fit: pd.DataFrame) -> tuple[PreparedImages, StoredRows]:
     """Features of K views per training row; a repeated image's copy k uses its k-th view set."""
     views, skip = scorer.config.views, scorer.config.skip_bad_images
     sets = fit[VIEW_SET] if VIEW_SET in fit.columns else pd.Series(0, index=fit.index)
@@ -311,7 +312,7 @@ def _training_features(scorer: Scorer, fit: pd.DataFrame) -> tuple[PreparedImage
         [e for p, _ in parts for e in p.entries],
         pd.concat([p.skipped for p, _ in parts], ignore_index=True),
     )
-    return prepared, np.concatenate([f for _, f in parts])
+    return prepared, StoredRows.concat([f for _, f in parts])
 
 
 def row_weights(rows: pd.DataFrame) -> np.ndarray | None:
