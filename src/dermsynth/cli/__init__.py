@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from dermsynth import __version__
 from dermsynth.cli import data as data_cli
 from dermsynth.cli import evaluate as evaluate_cli
+from dermsynth.cli import export as export_cli
 from dermsynth.cli import generate as generate_cli
 from dermsynth.cli import report as report_cli
 from dermsynth.cli import select as select_cli
@@ -35,6 +36,7 @@ evaluate_cli.register(app)
 generate_cli.register(app)
 select_cli.register(app)
 report_cli.register(app)
+export_cli.register(app)
 app.add_typer(study_cli.app, name="study")
 
 
