@@ -87,6 +87,12 @@ def generate(
     workers: int = typer.Option(
         0, "--workers", min=0, help="ray: number of shards (default: GPUs, else 2)."
     ),
+    shard_size: int | None = typer.Option(
+        None,
+        "--shard-size",
+        help="Write WebDataset shards of about this many images (whole seeds each) instead of "
+        "one PNG per image: for large runs.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Generate N candidates per seed image; resumable; every image with its provenance."""
@@ -114,6 +120,8 @@ def generate(
         random_seed=random_seed, retries=retries,
         mask={k: v for k, v in mask.items() if v is not None} or None,
     )  # fmt: skip
+    if executor == "ray" and shard_size is not None:
+        raise DermsynthError("--shard-size runs locally for now; leave out --executor ray")
     if executor == "ray":
         from dermsynth.generate.ray_executor import generate_with_ray
 
@@ -123,7 +131,9 @@ def generate(
     else:
         from dermsynth.generate.run import generate as run_generate
 
-        summary = run_generate(seeds, out, params, n, prompts_csv=prompts, progress=progress)
+        summary = run_generate(
+            seeds, out, params, n, prompts_csv=prompts, progress=progress, shard_size=shard_size
+        )
     typer.echo(
         f"made {summary.made} image(s), {summary.already} already there, of {summary.total}; "
         f"manifest: {summary.manifest}"

@@ -209,11 +209,10 @@ def _png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _save(plan: RunPlan, seed: PreparedSeed, result: Result, device: str) -> None:
-    out = plan.out
-    image_id = candidate_id(seed.image_id, result.job.index)
-    png = (out / "images" / f"{image_id}.png").resolve()
-    atomic_write_bytes(png, _png(result.image))
+def candidate_row(
+    plan: RunPlan, seed: PreparedSeed, result: Result, device: str, path: str
+) -> dict[str, Any]:
+    """The manifest row (and shard record) of one finished candidate stored at ``path``."""
     record = {k: v for k, v in plan.params.record().items() if k != "random_seed"}
     record["base_random_seed"] = plan.params.random_seed
     record["model"] = plan.backend.model_name
@@ -221,10 +220,10 @@ def _save(plan: RunPlan, seed: PreparedSeed, result: Result, device: str) -> Non
     record.update(result.details)
     if hasattr(plan.backend, "torch_dtype"):
         record["precision"] = str(plan.backend.torch_dtype()).removeprefix("torch.")
-    row = {
+    return {
         **record,
-        "image_id": image_id,
-        "path": str(png),
+        "image_id": candidate_id(seed.image_id, result.job.index),
+        "path": path,
         "label": seed.label,
         "fst": seed.fst,
         "origin": "synthetic",
@@ -238,7 +237,14 @@ def _save(plan: RunPlan, seed: PreparedSeed, result: Result, device: str) -> Non
         "seed_mask": str(seed.mask_path.resolve()),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    atomic_write_json(out / "candidates" / f"{image_id}.json", row)
+
+
+def _save(plan: RunPlan, seed: PreparedSeed, result: Result, device: str) -> None:
+    image_id = candidate_id(seed.image_id, result.job.index)
+    png = (plan.out / "images" / f"{image_id}.png").resolve()
+    atomic_write_bytes(png, _png(result.image))
+    row = candidate_row(plan, seed, result, device, str(png))
+    atomic_write_json(plan.out / "candidates" / f"{image_id}.json", row)
 
 
 def _record_failure(out: Path, seed_id: str, message: str, refused: bool) -> dict[str, Any]:
@@ -266,20 +272,23 @@ def _jobs(plan: RunPlan, summary: RunSummary) -> list[Job]:
                     )
                 summary.already += 1
                 continue
-            use_image = plan.params.mode != "text2img"
-            jobs.append(
-                Job(
-                    seed_id=seed.image_id,
-                    index=index,
-                    prompt=seed.prompt,
-                    image=seed.crop if use_image else None,
-                    mask=seed.mask if plan.params.mode == "inpaint" else None,
-                    random_seed=derive_seed(plan.params.random_seed, seed.image_id, index),
-                    label=seed.label,
-                    fst=seed.fst,
-                )
-            )
+            jobs.append(make_job(plan, seed, index))
     return jobs
+
+
+def make_job(plan: RunPlan, seed: PreparedSeed, index: int) -> Job:
+    """The job of candidate ``index`` of a seed (its random seed derived, never drawn)."""
+    use_image = plan.params.mode != "text2img"
+    return Job(
+        seed_id=seed.image_id,
+        index=index,
+        prompt=seed.prompt,
+        image=seed.crop if use_image else None,
+        mask=seed.mask if plan.params.mode == "inpaint" else None,
+        random_seed=derive_seed(plan.params.random_seed, seed.image_id, index),
+        label=seed.label,
+        fst=seed.fst,
+    )
 
 
 def _chunks(jobs: list[Job], size: int) -> list[list[Job]]:
@@ -295,6 +304,8 @@ class _Executor:
     bar: Any
     device: str
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Where a finished image goes: PNG + sidecar (default), or a WebDataset shard (shards.py).
+    save: Callable[[RunPlan, PreparedSeed, Result, str], None] = _save
 
     def run(self, chunk: list[Job]) -> None:
         """One batch; a failing batch of several seeds is retried seed by seed."""
@@ -315,7 +326,7 @@ class _Executor:
             if result.image is None:
                 self.fail(result.job.seed_id, result.error or "no image", result.refused)
             else:
-                _save(self.plan, by_seed[result.job.seed_id], result, self.device)
+                self.save(self.plan, by_seed[result.job.seed_id], result, self.device)
                 self.summary.made += 1
             self.bar.update(1)
 
@@ -389,12 +400,21 @@ def generate(
     seed_ids: Sequence[str] | None = None,
     manifest_path: str | os.PathLike[str] | None = None,
     on_planned: Callable[[RunPlan], None] | None = None,
+    shard_size: int | None = None,
 ) -> RunSummary:
     """Generate ``n`` candidates per seed into ``out`` (resumable); returns what it did.
 
     A whole run holds ``out``'s lock (one writer) and first clears what a killed run left; a
     shard (``seed_ids``, one worker's share) runs under the lock its driver holds.
+    ``shard_size``: write WebDataset shards of about that many images instead of PNG files
+    (:mod:`dermsynth.generate.sharded`).
     """
+    if shard_size is not None and shard_size < 1:
+        raise DermsynthError(f"--shard-size must be >= 1, got {shard_size}")
+    if shard_size is not None and seed_ids is not None:
+        raise DermsynthError(
+            "a run into shards is made whole: give no seed subset with --shard-size"
+        )
 
     def run() -> RunSummary:
         plan = plan_run(
@@ -408,6 +428,11 @@ def generate(
         )
         if on_planned is not None:
             on_planned(plan)
+        if shard_size is not None:
+            from dermsynth.generate import sharded
+
+            summary = sharded.execute_sharded(plan, shard_size, progress=progress)
+            return sharded.write_sharded_manifest(plan, summary, shard_size)
         summary = execute(plan, progress=progress)
         return write_outputs(plan, summary, Path(manifest_path) if manifest_path else None)
 

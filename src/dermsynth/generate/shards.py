@@ -87,8 +87,11 @@ class _Counting:
         self.handle.flush()
 
 
-def write_shard(tar: Path, samples: Iterable[Sample]) -> dict[str, Any]:
-    """Write one shard and then its sidecar (both atomically); returns the sidecar's record."""
+def write_shard(
+    tar: Path, samples: Iterable[Sample], *, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write one shard and then its sidecar (both atomically; ``extra`` joins the sidecar);
+    returns the sidecar's record."""
     wds = _webdataset()
     keys: list[str] = []
     with atomic_open(tar, "wb") as handle:
@@ -107,6 +110,7 @@ def write_shard(tar: Path, samples: Iterable[Sample]) -> dict[str, Any]:
         "bytes": stream.size,
         "sha256": stream.sha.hexdigest(),
         "keys": keys,
+        **(extra or {}),
     }
     atomic_write_json(sidecar_path(tar), info)
     return info
