@@ -539,6 +539,9 @@ class ExecutorConfig(Settings):
     workers: int = Field(1, ge=1, description="Local Ray: CPUs to start it with.")
 
 
+PAPER_DOSES: tuple[int | str, ...] = (2, 8, 16, 32)
+
+
 class StudyConfig(Settings):
     """A whole study: the paper's protocol by default."""
 
@@ -558,8 +561,10 @@ class StudyConfig(Settings):
         min_length=1,
         description=f"Arms to train, of: {', '.join(ARM_NAMES)}.",
     )
-    doses: list[int] = Field(
-        default_factory=lambda: [2, 8, 16, 32], description="Synthetic images added (Table 3)."
+    doses: list[int | str] = Field(
+        default_factory=lambda: list(PAPER_DOSES),
+        description="Synthetic images added (Table 3): counts, or ratios such as 0.5x, 10x "
+        "(synthetic images per real training image of the augmented condition).",
     )
     control_doses: Literal["full", "all"] = Field(
         "full", description="Doses of the control arms: the full dose only, or every dose."
@@ -593,12 +598,12 @@ class StudyConfig(Settings):
 
     @field_validator("doses")
     @classmethod
-    def _doses(cls, value: list[int]) -> list[int]:
-        if any(d < 1 for d in value):
-            raise ValueError("doses must be >= 1 synthetic images")
-        if len(set(value)) != len(value):
+    def _doses(cls, value: list[int | str]) -> list[int | str]:
+        doses = [_dose(d) for d in value]
+        if len(set(doses)) != len(doses):
             raise ValueError("a dose is repeated")
-        return sorted(value)
+        # Counts first, then ratios, each smallest first.
+        return sorted(doses, key=lambda d: (isinstance(d, str), dose_ratio(d) or d))
 
     @field_validator("arms")
     @classmethod
@@ -627,11 +632,17 @@ class StudyConfig(Settings):
         """Synthetic images in the full ``real+seed+synthetic`` arm (paper: 8 x 4 = 32)."""
         return self.seeds_per_group * self.synthetic_per_seed
 
-    def doses_of(self, arm: str) -> list[int]:
-        """The doses ``arm`` is trained at (empty for undosed arms)."""
+    def doses_of(self, arm: str, real: int | None = None) -> list[int]:
+        """The doses ``arm`` is trained at, in images (empty for undosed arms); a ratio dose is
+        that many images per ``real`` training image of the augmented condition."""
         if not ARMS[arm].dosed:
             return []
-        doses = sorted(set(self.doses) | {self.full_dose})
+        ratios = [r for r in map(dose_ratio, self.doses) if r is not None]
+        if ratios and real is None:
+            raise DermsynthError("internal: ratio doses need the augmented condition's real count")
+        counts = {d for d in self.doses if isinstance(d, int)}
+        counts |= {max(1, round(r * (real or 0))) for r in ratios}
+        doses = sorted(counts | {self.full_dose})
         if ARMS[arm].control and self.control_doses == "full":
             return [self.full_dose]
         return doses
@@ -648,6 +659,30 @@ class StudyConfig(Settings):
         """A short hash of everything in the config: a run folder belongs to one config."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def dose_ratio(dose: int | str) -> float | None:
+    """The ratio of a ratio dose (``"0.5x"`` -> 0.5); None for a count."""
+    return float(dose[:-1]) if isinstance(dose, str) else None
+
+
+def _dose(value: int | str) -> int | str:
+    """A count (>= 1) as it is, a ratio as ``"<r>x"`` (r > 0)."""
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("doses must be >= 1 synthetic images")
+        return value
+    text = value.strip().lower()
+    try:
+        ratio = float(text.removesuffix("x")) if text.endswith("x") else math.nan
+    except ValueError:
+        ratio = math.nan
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise ValueError(
+            f"dose {value!r} is neither a count (e.g. 8) nor a ratio of synthetic to real images "
+            "(e.g. 0.5x, 10x)"
+        )
+    return f"{ratio:g}x"
 
 
 def _whole(value: Any) -> int | None:

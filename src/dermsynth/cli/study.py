@@ -63,6 +63,13 @@ def plan_command(
         typer.echo(arms.drop(columns=["short", "skipped"]).to_string(index=False))
         for arm, note in arms[arms["skipped"]].groupby("arm")["note"].first().items():
             typer.echo(f"skipped: {arm}: {note}")
+    ratios = [d for d in study.doses if isinstance(d, str)]
+    if ratios:
+        typer.echo(
+            f"ratio doses {', '.join(ratios)}: synthetic images per real training image of the "
+            "augmented condition, in images above; per_seed: images kept per seed the largest "
+            "dose needs"
+        )
     cost = planned.cost
     typer.echo(
         f"\nestimated cost: generation {cost['generation_seconds'] / 60:.1f} min, frozen features "

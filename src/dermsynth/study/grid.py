@@ -9,6 +9,7 @@ synthetic per seed, is the paper's arm). The arms are those of :mod:`dermsynth.a
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
@@ -71,9 +72,17 @@ def study_arms(config: StudyConfig) -> list[str]:
     return [a for a in config.arms if a not in skipped]
 
 
-def study_grid(config: StudyConfig) -> list[RunSpec]:
+def real_count(plan: pd.DataFrame, condition: str) -> int:
+    """Real training images of a condition in a direction's plan (what a ratio dose counts)."""
+    return int(((plan["split"] == TRAIN) & (plan["label"] == condition)).sum())
+
+
+def study_grid(config: StudyConfig, splits: dict[str, pd.DataFrame] | None = None) -> list[RunSpec]:
     """Every run of the study, in a stable order: direction, repeat, then the shared arms, then
-    per augmented condition each arm at each of its doses."""
+    per augmented condition each arm at each of its doses (ratio doses need ``splits``, the
+    directions' plans, to count the real images)."""
+    if splits is None and any(isinstance(d, str) for d in config.doses):
+        raise DermsynthError("internal: a study with ratio doses is laid out on its plans")
     arms = study_arms(config)
     shared = [a for a in arms if not ARMS[a].augmented]
     per_condition = [a for a in arms if ARMS[a].augmented]
@@ -82,8 +91,9 @@ def study_grid(config: StudyConfig) -> list[RunSpec]:
         for repeat in range(config.repeats):
             runs.extend(RunSpec(direction.name, name, repeat=repeat) for name in shared)
             for condition in config.augmented:
+                real = real_count(splits[direction.name], condition) if splits else None
                 for name in per_condition:
-                    doses = config.doses_of(name) or [0]
+                    doses = config.doses_of(name, real) or [0]
                     runs.extend(
                         RunSpec(direction.name, name, condition, dose, repeat) for dose in doses
                     )
@@ -136,7 +146,7 @@ def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> Stu
             "the study is not feasible: "
             + "; ".join(
                 f"{r.arm} ({r.direction}, {r.augmented}): dose {r.largest_dose} asked, at most "
-                f"{r.available} images available ({r.note})"
+                f"{r.available} images available ({r.note}){_per_seed_hint(config, r)}"
                 for r in short.itertuples()
             )
         )
@@ -169,6 +179,20 @@ def _available(
     return None, "made as needed"
 
 
+def _per_seed_hint(config: StudyConfig, row: object) -> str:
+    """For a synthetic arm short of images: the kept and generated counts per seed its
+    largest dose needs (candidates per seed keep the config's ratio to those kept)."""
+    need = getattr(row, "per_seed", 0)
+    if not need:
+        return ""
+    made = math.ceil(need * config.candidates_per_seed / config.synthetic_per_seed)
+    return (
+        f"; it needs {need} kept of {made} generated per seed: set synthetic_per_seed >= {need} "
+        f"and candidates_per_seed >= {made} (now {config.synthetic_per_seed} of "
+        f"{config.candidates_per_seed})"
+    )
+
+
 def arm_table(
     config: StudyConfig, splits: dict[str, pd.DataFrame], augmented: list[str]
 ) -> pd.DataFrame:
@@ -183,13 +207,15 @@ def arm_table(
     seed_groups = {d.name: d.seed_group for d in directions_of(config)}
     rows = []
     for arm in config.arms:
-        doses = config.doses_of(arm)
         for name, plan in splits.items():
             for condition in augmented if ARMS[arm].augmented else [""]:
+                doses = config.doses_of(arm, real_count(plan, condition))
                 available, note = _available(
                     config, arm, plan, condition, reserve, seed_groups[name]
                 )
                 largest = max(doses, default=0)
+                seeds = int(((plan["split"] == SEED) & (plan["label"] == condition)).sum())
+                synthetic = ARMS[arm].pool in SYNTHETIC_POOLS and seeds > 0
                 rows.append(
                     {
                         "arm": arm,
@@ -197,6 +223,7 @@ def arm_table(
                         "augmented": condition,
                         "doses": " ".join(map(str, doses)),
                         "largest_dose": largest,
+                        "per_seed": math.ceil(largest / seeds) if synthetic else 0,
                         "available": "" if available is None else available,
                         "note": skipped.get(arm, note),
                         "skipped": arm in skipped,
@@ -265,7 +292,7 @@ def plan_directions(
 def _run_table(config: StudyConfig, splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per run: its keys and how many images it trains and tests on."""
     rows = []
-    for spec in study_grid(config):
+    for spec in study_grid(config, splits):
         plan = splits[spec.direction]
         n_train = int((plan["split"] == TRAIN).sum())
         n_seed = 0

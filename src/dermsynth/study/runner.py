@@ -182,7 +182,7 @@ class StudyRunner:
             claim_folder(config, self.out, force=force)
         self.manifest = config.dataset.load()
         self.plan = plan_study(config, self.manifest)
-        self.runs = study_grid(config)
+        self.runs = study_grid(config, self.plan.splits)
         self.conditions, self.augmented = resolve_study_conditions(config, self.manifest)
         self.directions = {d.name: d for d in directions_of(config)}
 
