@@ -35,7 +35,7 @@ def test_generation_writes_resumable_webdataset_shards(run_cli, tmp_path: Path) 
     out = tmp_path / "run"
     assert "made 6 image(s), 0 already there, of 6" in generate(run_cli, seeds, out)
 
-    tars = sorted((out / "shards").glob("shard-*.tar"))
+    tars = sorted((out / "webdataset").glob("shard-*.tar"))
     assert [t.name for t in tars] == [f"shard-00000{i}.tar" for i in range(3)]  # a seed each
     assert not (out / "images").exists() and not (out / "candidates").exists()
     samples = read(tars)
@@ -47,7 +47,7 @@ def test_generation_writes_resumable_webdataset_shards(run_cli, tmp_path: Path) 
     assert record["prompt"] and isinstance(record["random_seed"], int) and record["steps"] == 2
     manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
     assert manifest["image_id"].tolist() == sorted(samples)
-    assert manifest["path"].iloc[0] == "shards/shard-000000.tar#s0_c00.png"
+    assert manifest["path"].iloc[0] == "webdataset/shard-000000.tar#s0_c00.png"
 
     assert "made 0 image(s), 6 already there" in generate(run_cli, seeds, out)  # resumed
     # A crash (or a copy) cut shard 1 short: detected, and only that shard is made again.
@@ -70,8 +70,8 @@ def test_a_shard_without_its_sidecar_is_made_again(run_cli, tmp_path: Path) -> N
     seeds = make_seeds(tmp_path, 2)
     out = tmp_path / "run"
     generate(run_cli, seeds, out)
-    sidecar_path(out / "shards" / "shard-000000.tar").unlink()  # killed between tar and sidecar
-    (out / "shards" / ".shard-000001.tar.x1y2.tmp").write_bytes(b"half")  # killed mid-write
+    sidecar_path(out / "webdataset" / "shard-000000.tar").unlink()  # killed between tar and sidecar
+    (out / "webdataset" / ".shard-000001.tar.x1y2.tmp").write_bytes(b"half")  # killed mid-write
     assert "made 2 image(s), 2 already there" in generate(run_cli, seeds, out)
     assert not list(out.rglob("*.tmp"))
     assert (

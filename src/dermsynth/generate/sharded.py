@@ -1,13 +1,13 @@
 """Generation into WebDataset shards, for runs too large for one PNG file per image.
 
-``dermsynth generate ... --shard-size N`` writes ``OUT/shards/shard-000000.tar`` ... instead of
+``dermsynth generate ... --shard-size N`` writes ``OUT/webdataset/shard-000000.tar`` ... instead of
 ``images/`` and ``candidates/``: each shard holds the candidates of whole seeds (``N // n``
 seeds, at least one), ``<key>.png`` + ``<key>.json`` per image, the JSON being the candidate's
 manifest row (seed id, condition, requested skin type, prompt, generator and parameters,
 random seed; selection scores join it when the set is exported). A shard is made whole or not
 at all (:mod:`dermsynth.generate.shards`); a re-run skips every whole shard holding all its
 candidates and makes the others again, so a shard cut short by a crash is detected and
-rewritten. The manifest lists every image with ``path`` = ``shards/<tar>#<key>.png``.
+rewritten. The manifest lists every image with ``path`` = ``webdataset/<tar>#<key>.png``.
 
 Small runs, and runs a person reviews, keep the PNG folders (the default).
 """
@@ -46,7 +46,7 @@ from dermsynth.generate.shards import (
 )
 from dermsynth.io import atomic_write_csv
 
-SHARDS_DIR = "shards"
+SHARDS_DIR = "webdataset"
 
 
 @dataclass
