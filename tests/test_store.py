@@ -231,3 +231,20 @@ def test_training_batches_read_the_store_a_batch_at_a_time(tmp_path: Path) -> No
     for (xa, ya), (xb, yb) in zip(epoch(stored), epoch(values), strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert stored.rows.nbytes == 40 * 2 * 8  # row numbers in memory, features on disk
+
+
+def test_features_of_encoded_images_equal_those_of_the_same_files(
+    images: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Images read from shards (bytes) get the entries the same files would get."""
+    files = scorer_for(tmp_path / "files")
+    views = train_views(2)
+    prepared, from_files = files.features(images, views, skip_bad=False)
+    shards = scorer_for(tmp_path / "shards")
+    encoded = [Path(p).read_bytes() for p in images["path"]]
+    hashes = shards.store.compute_encoded(shards.model, encoded, views, batch_size=64)
+    assert hashes == prepared.hashes
+    got = np.asarray(shards.store.load(hashes, views))
+    assert np.array_equal(got.view(np.uint16), np.asarray(from_files).view(np.uint16))
+    assert shards.store.compute_encoded(shards.model, encoded[:3], views) == hashes[:3]
+    assert len(shards.store.shards.snapshot()) == 24  # nothing computed twice

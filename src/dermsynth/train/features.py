@@ -27,11 +27,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -244,6 +246,66 @@ class FeatureStore:
                     out = model.features(inputs).float().cpu().numpy().astype(np.float16)
                 pairs = [group[pos] for pos in positions.tolist()]
                 yield [self.entry(hashes[i], view) for i, view in pairs], out
+
+    @torch.no_grad()
+    def compute_encoded(
+        self,
+        model: Classifier,
+        images: Iterable[bytes],
+        views: Sequence[str],
+        *,
+        batch_size: int = 256,
+        device: torch.device | None = None,
+    ) -> list[str]:
+        """Trunk features of encoded images (e.g. read from WebDataset shards), a batch at a
+        time: each keyed by the SHA-1 of its bytes, as an image file with those bytes is, and
+        computed the same way (decoded, resized as the image cache does, the view's transform).
+        Views already stored are skipped; returns every image's content hash, in order."""
+        device = device or torch.device("cpu")
+        model.eval()
+        if not (self.folder / "key.json").exists():
+            atomic_write_json(self.folder / "key.json", self.parts)
+        snapshot = self.shards.snapshot()
+        transforms = {
+            v: test_transform(self.spec, to_float=False)
+            if v == TEST_VIEW
+            else train_transform(self.spec, to_float=False)
+            for v in views
+        }
+        hashes: list[str] = []
+        stream = iter(images)
+        with self.shards.writer() as writer:
+            while chunk := list(itertools.islice(stream, batch_size)):
+                digests = [hashlib.sha1(data).hexdigest() for data in chunk]
+                hashes.extend(digests)
+                pairs = [(d, h, v) for d, h in zip(chunk, digests, strict=True) for v in views]
+                known = snapshot.locate([self.entry(h, v) for _, h, v in pairs])
+                todo = [pair for pair, row in zip(pairs, known, strict=True) if row < 0]
+                if todo:
+                    inputs = torch.stack(
+                        [self._view_input(d, h, v, transforms) for d, h, v in todo]
+                    )
+                    out = model.features(inputs.to(device)).float().cpu().numpy()
+                    for (_, h, v), row in zip(todo, out.astype(np.float16), strict=True):
+                        writer.add(self.entry(h, v), row)
+        return hashes
+
+    def _view_input(
+        self, data: bytes, image_hash: str, view: str, transforms: dict[str, Any]
+    ) -> torch.Tensor:
+        """One view of an encoded image, as the per-file path makes it from the image cache."""
+        from PIL import Image
+
+        from dermsynth.data.images import decode_image, resize_shorter_side
+        from dermsynth.train.datasets import view_seed
+
+        pixels = np.array(resize_shorter_side(decode_image(data), self.spec.resize), np.uint8)
+        image = Image.fromarray(pixels, mode="RGB")
+        if view == TEST_VIEW:
+            return transforms[view](image)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(view_seed(image_hash, int(view.split("-")[1])))
+            return transforms[view](image)
 
     def load(self, hashes: Sequence[str], views: Sequence[str]) -> StoredRows:
         """Cached features as an (items, views, dim) float16 array read from the shards on
