@@ -54,6 +54,8 @@ PER_IMAGE = frozenset(
     {*MANIFEST_COLUMNS, *SELECTION_COLUMNS, "candidate", "prompt", "random_seed", "seconds"}
     | {"created", "device", "split", "test_group", "train_group", "synthetic"}
 )
+# Ids stay text even where every id happens to be a number ("007" is not 7).
+ID_COLUMNS = frozenset({"image_id", "parent_id", "leak_nearest", "label", "prompt", "reason"})
 SCORE_COLUMNS = ("score", "score_tone", "score_pathology", "score_similarity", "score_quality")
 QUALITY_FILE = "synthetic_quality.csv"
 QUALITY_SHOWN = (
@@ -168,8 +170,8 @@ def records(rows: pd.DataFrame) -> pd.DataFrame:
     """The shared fields of every image: its manifest row without local paths, typed, with
     ``synthetic`` true."""
     table = rows.drop(columns=[c for c in LOCAL_COLUMNS if c in rows.columns])
-    table = table.apply(_typed)
-    return table.assign(synthetic=True)
+    typed = {c: _typed(table[c]) for c in table.columns if c not in ID_COLUMNS}
+    return table.assign(**typed, synthetic=True)
 
 
 def _file_names(rows: pd.DataFrame) -> list[str]:
