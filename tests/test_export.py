@@ -118,3 +118,18 @@ def test_a_set_without_selection_is_refused(run_cli, selected: Path, tmp_path: P
     assert res.code == 2 and "holds other files" in res.stderr
     res = run_cli("export", selected, "--out", tmp_path / "y", "--format", "zip")
     assert res.code == 2 and "imagefolder or webdataset" in res.stderr
+
+
+def test_a_set_from_a_simulated_study_says_so(run_cli, selected: Path, tmp_path: Path) -> None:
+    import shutil
+
+    study = tmp_path / "study"
+    folder = study / "selection" / "train_1-2" / "psoriasis"
+    shutil.copytree(selected.parent, folder)
+    (study / "study.json").write_text(json.dumps({"config": {"simulated": True}}))
+    assert run_cli("export", folder / "selected.csv", "--out", tmp_path / "set").code == 0
+    card = (tmp_path / "set" / "README.md").read_text()
+    assert "The seed images themselves were simulated" in card
+    plain = tmp_path / "plain"
+    assert run_cli("export", selected, "--out", plain).code == 0
+    assert "simulated" not in (plain / "README.md").read_text()

@@ -84,6 +84,7 @@ class Selection:
     info: dict[str, Any]  # selection.json (empty when absent)
     candidates: int  # rows of the selected manifest
     run: dict[str, Any] = field(default_factory=dict)  # the generation run.json, if found
+    simulated: bool = False  # the seed images were simulated (a study's study.json says so)
 
 
 @dataclass
@@ -131,7 +132,16 @@ def read_selection(selection: str | os.PathLike[str]) -> Selection:
         )
     candidates = info.get("candidates")
     run = _read_json(Path(candidates).parent / "run.json") if candidates else {}
-    return Selection(path, kept.reset_index(drop=True), info, len(frame), run)
+    return Selection(path, kept.reset_index(drop=True), info, len(frame), run, _simulated(path))
+
+
+def _simulated(manifest: Path) -> bool:
+    """True when the selection belongs to a study on simulated data (its study.json says so)."""
+    for folder in list(manifest.resolve().parents)[:4]:
+        study = _read_json(folder / "study.json")
+        if study:
+            return bool(study.get("config", {}).get("simulated"))
+    return False
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -104,6 +104,8 @@ def generator_settings(selection: Selection, table: pd.DataFrame) -> list[tuple[
         if c not in PER_IMAGE and table[c].astype(str).nunique() == 1
     }
     for key, value in selection.run.items():
+        # run.json's random_seed is the base the images' own seeds derive from.
+        key = "base_random_seed" if key == "random_seed" else key
         if key not in shared and not isinstance(value, dict | list):
             shared[key] = value
     order = [k for k in _GENERATOR_FIRST if k in shared] + sorted(
@@ -204,16 +206,13 @@ def dataset_card(
     reviewed = "reviewed" in table.columns and table["reviewed"].fillna("").astype(str).ne("").any()
     seeds = sorted(set(table["parent_id"]))
     k = selection.info.get("k")
-    simulated = "simulated" in str(selection.run.get("model", "")) or bool(
-        selection.info.get("simulated")
-    )
     context = {
         "title": title,
         "licence": licence,
         "licence_slug": licence_slug(licence),
         "size_category": _size_category(len(table)),
         "reviewed": bool(reviewed),
-        "simulated": simulated,
+        "simulated": selection.simulated,
         "n_images": len(table),
         "per_seed": f"up to {k} per seed" if k else "as selected",
         "n_candidates": selection.candidates,
