@@ -20,8 +20,8 @@ from dermsynth.data.simulate import (
     PARTITIONS,
     SIMULATED_NOTE,
     TABLE1,
-    _plan,
     cell_counts,
+    plan_dataset,
     render_image,
     render_sample,
     simulate_dataset,
@@ -84,7 +84,7 @@ def test_csv_schema_counts_and_images(sim_dir: Path) -> None:
 
 
 def test_unknown_fst_and_annotator_disagreement() -> None:
-    rows, _ = _plan(Path("unused"), 0.25, 0, 512)
+    rows, _ = plan_dataset(Path("unused"), 0.25, 0, 512)
     table = pd.DataFrame(rows)
     share_unknown = (table["fitzpatrick_scale"] == UNKNOWN_FST).mean()
     assert 0.02 < share_unknown < 0.08
