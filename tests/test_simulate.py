@@ -17,6 +17,7 @@ from dermsynth.data.manifest import PAPER_CONDITIONS, load_manifest
 from dermsynth.data.simulate import (
     CSV_COLUMNS,
     CSV_NAME,
+    ITA_RANGES,
     PARTITIONS,
     SIMULATED_NOTE,
     TABLE1,
@@ -28,6 +29,7 @@ from dermsynth.data.simulate import (
     skin_lab,
 )
 from dermsynth.errors import DermsynthError
+from dermsynth.select.tone import fit_empirical_thresholds, ita_to_fst_array, tone_score
 
 SCALE = 0.02
 SIZE = 64
@@ -132,15 +134,44 @@ def _healthy_lab(sample) -> np.ndarray:  # type: ignore[no-untyped-def]
     return lab[healthy]
 
 
-@pytest.mark.parametrize("fst", FST_TYPES)
-def test_healthy_skin_ita_maps_to_requested_type(fst: int) -> None:
-    for i, condition in enumerate(PAPER_CONDITIONS):
-        sample = render_sample(condition, fst, 100 + i, image_size=160)
-        lab = _healthy_lab(sample)
-        median_l, median_b = float(np.median(lab[:, 0])), float(np.median(lab[:, 2]))
-        ita = math.degrees(math.atan2(median_l - 50.0, median_b))
-        assert ita_to_fst(ita) == fst, (condition, fst, ita)
-    assert ita_to_fst(math.degrees(math.atan2(skin_lab(fst)[0] - 50, skin_lab(fst)[2]))) == fst
+@pytest.fixture(scope="module")
+def measured_ita() -> dict[int, list[float]]:
+    """ITA of the healthy skin of one rendered photo per condition and type, as selection sees it."""
+    out: dict[int, list[float]] = {}
+    for fst in FST_TYPES:
+        out[fst] = []
+        for i, condition in enumerate(PAPER_CONDITIONS):
+            sample = render_sample(condition, fst, 100 + i, image_size=160)
+            # The inpainting-mask convention of tone_score: black = lesion, white = surround.
+            mask = np.where(sample.lesion_mask > 0.05, 0, 255).astype(np.uint8)
+            result = tone_score(np.asarray(sample.image), fst, lesion_mask=mask)
+            assert not result.fallback, (condition, fst)
+            out[fst].append(result.ita)
+    return out
+
+
+def test_skin_tone_per_type_is_realistic_and_monotone(measured_ita: dict[int, list[float]]) -> None:
+    for fst, values in measured_ita.items():
+        low, high = ITA_RANGES[fst]
+        assert all(low - 4 <= v <= high + 4 for v in values), (fst, values)
+    medians = [float(np.median(measured_ita[f])) for f in FST_TYPES]
+    assert all(a > b + 8 for a, b in zip(medians, medians[1:], strict=False)), medians
+    assert max(measured_ita[6]) < -35, "FST VI skin lies well below ITA -30"
+    assert -30 < medians[4] < 5 and max(measured_ita[5]) < 10, "FST V near the V/VI boundary"
+    assert skin_lab(6)[0] < 40 < skin_lab(5)[0] < 50
+
+
+def test_kinyanjui_reads_i_to_iv_and_puts_v_with_vi(measured_ita: dict[int, list[float]]) -> None:
+    for fst in (1, 2, 3, 4):
+        assert [ita_to_fst(v) for v in measured_ita[fst]] == [fst] * len(PAPER_CONDITIONS)
+    # Every ITA <= 10 is VI under the Kinyanjui thresholds: simulated V reads as VI there ...
+    assert {ita_to_fst(v) for v in measured_ita[5] + measured_ita[6]} == {6}
+    # ... and thresholds fitted to labelled images separate all six types.
+    itas = [v for f in FST_TYPES for v in measured_ita[f]]
+    types = [f for f in FST_TYPES for _ in measured_ita[f]]
+    thresholds = fit_empirical_thresholds(itas, types)
+    assert -38 < thresholds[-1] < -26
+    assert ita_to_fst_array(np.array(itas), thresholds).tolist() == types
 
 
 def _delta_e(sample) -> float:  # type: ignore[no-untyped-def]
@@ -155,6 +186,18 @@ def test_erythema_contrast_lower_on_dark_skin(condition: str) -> None:
     light = [_delta_e(render_sample(condition, 1, s, image_size=160)) for s in range(4)]
     dark = [_delta_e(render_sample(condition, 6, s, image_size=160)) for s in range(4)]
     assert np.mean(dark) < 0.8 * np.mean(light)
+    # Violaceous-brown, not red, on dark skin: much less a* gained over the skin.
+    redness = {
+        f: [_lesion_minus_skin(render_sample(condition, f, s, image_size=160)) for s in range(4)]
+        for f in (1, 6)
+    }
+    assert np.mean([d[1] for d in redness[6]]) < 0.5 * np.mean([d[1] for d in redness[1]])
+
+
+def _lesion_minus_skin(sample) -> np.ndarray:  # type: ignore[no-untyped-def]
+    lab = rgb2lab(np.asarray(sample.image))
+    lesion = np.median(lab[(sample.lesion_mask > 0.6) & sample.skin_mask], axis=0)
+    return lesion - np.median(_healthy_lab(sample), axis=0)
 
 
 def _features(image: Image.Image) -> np.ndarray:

@@ -6,11 +6,16 @@ reports that use these data say so with :data:`SIMULATED_NOTE`.
 
 What is simulated, and why:
 
-* **Skin colour** is drawn in CIE-Lab so that its individual typology angle
-  ``ITA = atan((L* - 50) / b*)`` falls inside the type's range under the Kinyanjui thresholds
-  that Fitzpatrick 17k uses (:data:`ITA_RANGES`, a margin inside each band). After texture and
-  lighting are added, lightness is shifted once so that the median ITA of the healthy skin is
-  the drawn angle: ITA-based skin-tone checks (selection) see the requested type.
+* **Skin colour** is drawn in CIE-Lab from a range of the individual typology angle
+  ``ITA = atan((L* - 50) / b*)`` per type (:data:`ITA_RANGES`, degrees): I 59..68, II 44.5..51.5,
+  III 31..38, IV 21.5..26.5 (each inside its band of the Kinyanjui thresholds that Fitzpatrick
+  17k uses, > 55 I, > 41 II, > 28 III, > 19 IV, > 10 V, with a margin), V -26..4 and VI
+  -58..-38, as measured on real skin of those types (V around the V/VI boundary, VI well below
+  -30; L* of about 42-51 and 25-41). Under the Kinyanjui thresholds every ITA <= 10 maps to VI,
+  so simulated V and VI images both read as VI there; their own boundary lies near -32 (thresholds
+  fitted to labelled images, ``select.tone.fit_empirical_thresholds``, separate them). After
+  texture and lighting are added, lightness is shifted once so that the median ITA of the
+  healthy skin is the drawn angle.
 * **Texture and photography**: mottling and fine noise at several scales, pores, skin creases,
   freckles on light skin, body hair on some images, directional light, vignetting, limb
   curvature, a background margin (drape, paper, wall) on some images, slight blur, sensor

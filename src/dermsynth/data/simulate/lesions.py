@@ -62,7 +62,8 @@ def _basal_cell_carcinoma(cv: Canvas) -> None:
     if pigmented:
         colour = (max(18.0, skin[0] - 22.0), 6.0, 4.0 + 4.0 * (1 - t))
     else:
-        colour = (skin[0] + 7.0 - 4.0 * t, skin[1] + 6.0, skin[2] - 5.0)  # pearly, translucent pink
+        # Pearly, translucent pink on light skin; melanin turns it greyer on dark skin.
+        colour = (skin[0] + 7.0 - 4.0 * t, skin[1] + 6.0 * (1 - 0.6 * t), skin[2] - 5.0)
     cv.paint(sl, body * np.float32(0.8), colour)
     # Rolled border: a raised, paler, shinier rim.
     rim = np.exp(-(((d - 0.82) / 0.12) ** 2)).astype(np.float32)

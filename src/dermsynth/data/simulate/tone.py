@@ -11,15 +11,17 @@ import numpy as np
 from dermsynth.data.fst import FST_TYPES
 from dermsynth.errors import DermsynthError
 
-# ITA (degrees) drawn per type: inside the Kinyanjui bands (> 55 I, > 41 II, > 28 III, > 19 IV,
-# > 10 V, else VI) with a margin, so JPEG and lesion-free-region estimates stay in the band.
+# ITA (degrees) drawn per type. I-IV lie inside the Kinyanjui bands (> 55 I, > 41 II, > 28 III,
+# > 19 IV, > 10 V, else VI) with a margin, so JPEG and lesion-free-region estimates stay in the
+# band. V and VI follow measured skin instead: V straddles the dark side of the V/VI boundary,
+# VI lies well below -30; both read as VI under the Kinyanjui thresholds.
 ITA_RANGES: dict[int, tuple[float, float]] = {
     1: (59.0, 68.0),
     2: (44.5, 51.5),
     3: (31.0, 38.0),
     4: (21.5, 26.5),
-    5: (12.5, 16.5),
-    6: (-60.0, 2.0),
+    5: (-26.0, 4.0),
+    6: (-58.0, -38.0),
 }
 # b* (yellowness) drawn per type; L* then follows from the ITA.
 _B_STAR: dict[int, tuple[float, float]] = {
@@ -27,8 +29,8 @@ _B_STAR: dict[int, tuple[float, float]] = {
     2: (13.0, 17.0),
     3: (15.0, 19.0),
     4: (16.0, 20.0),
-    5: (16.0, 20.0),
-    6: (13.0, 18.0),
+    5: (15.0, 19.0),
+    6: (12.0, 16.0),
 }
 _A_STAR: dict[int, tuple[float, float]] = {
     1: (8.0, 13.0),
@@ -51,8 +53,7 @@ def lab_for(fst: int, ita: float, b_star: float, a_star: float) -> tuple[float, 
 
 # A representative CIE-Lab skin colour per type (the middle of the ranges drawn from).
 SKIN_LAB: dict[int, tuple[float, float, float]] = {
-    f: lab_for(f, _mid(ITA_RANGES[f]) if f != 6 else -30.0, _mid(_B_STAR[f]), _mid(_A_STAR[f]))
-    for f in FST_TYPES
+    f: lab_for(f, _mid(ITA_RANGES[f]), _mid(_B_STAR[f]), _mid(_A_STAR[f])) for f in FST_TYPES
 }
 
 
