@@ -13,9 +13,9 @@ saved and loaded with ``save_pretrained`` / ``from_pretrained``::
 It samples class-conditionally (classifier-free guidance when ``guidance_scale`` > 1): text2img
 samples of a condition on a skin type, or img2img (SDEdit) variations of seed images at a
 strength; every image draws its noise from its own generator. Training
-(:func:`train_demo_generator`) uses diffusers' ``EMAModel``, ``get_cosine_schedule_with_warmup``
-and ``compute_snr``; it resumes from atomic checkpoints and writes the finished folder in one
-step. The package ships one such folder (:data:`SHIPPED_MODEL`), trained by
+(:func:`train_demo_generator`) uses diffusers' ``EMAModel`` and
+``get_cosine_schedule_with_warmup``; it resumes from atomic checkpoints and writes the finished
+folder in one step. The package ships one such folder (:data:`SHIPPED_MODEL`), trained by
 :func:`reproduce_shipped_model` on a simulated draw of its own (``random_seed=1000``), so the
 generator never saw an image of the demo's data (``random_seed=0``).
 """
