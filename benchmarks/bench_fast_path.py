@@ -91,11 +91,11 @@ def run_grid(
     manifests: list[Path], out: Path, path: str, views: int, image_size: int, epochs: int
 ) -> dict:
     """Train the grid on one path, cold cache; returns wall time, accuracies, peak RSS."""
-    from dermsynth.train.config import TrainConfig
+    from dermsynth.config import ClassifierConfig
     from dermsynth.train.run import train_run
 
     shutil.rmtree(out, ignore_errors=True)
-    config = TrainConfig(
+    config = ClassifierConfig(
         weights="none",
         epochs=epochs,
         image_size=image_size,

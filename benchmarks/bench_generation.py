@@ -18,15 +18,15 @@ import argparse
 import json
 import platform
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from dermsynth.generate.backends.base import GenerationParams, Job, make_backend
+from dermsynth.config import GeneratorSettings, MaskConfig, generator_config
+from dermsynth.generate.backends.base import Job, make_backend
 from dermsynth.generate.run import derive_seed
-from dermsynth.generate.seeds import MaskParams, generated_mask
+from dermsynth.generate.seeds import generated_mask
 
 PROMPT = "An image of psoriasis on the {part} of a dark-skinned person."
 PARTS = ("forearm", "back", "scalp", "knee", "elbow", "chest", "hand", "leg")
@@ -34,7 +34,7 @@ PARTS = ("forearm", "back", "scalp", "knee", "elbow", "chest", "hand", "leg")
 
 def make_jobs(count: int, resolution: int) -> list[Job]:
     """The same synthetic seed crops, masks, prompts and random seeds for every config."""
-    mask = generated_mask(resolution, MaskParams())
+    mask = generated_mask(resolution, MaskConfig())
     jobs = []
     for i in range(count):
         rng = np.random.default_rng(i)
@@ -53,7 +53,7 @@ def make_jobs(count: int, resolution: int) -> list[Job]:
     return jobs
 
 
-def measure(params: GenerationParams, jobs: list[Job], warmup: int) -> dict[str, float | str]:
+def measure(params: GeneratorSettings, jobs: list[Job], warmup: int) -> dict[str, float | str]:
     """Load, warm up on a few images, then time the whole set."""
     import torch
 
@@ -108,19 +108,19 @@ def main() -> None:
     tiny = args.model == "tiny"
     resolution = args.resolution or (64 if tiny else 512)
     args.images = args.images or (8 if tiny else 64)
-    base = GenerationParams(
+    base = generator_config(
         backend="tiny" if tiny else "diffusers",
         model="" if tiny else args.model,
         mode="inpaint",
         resolution=resolution,
         device=args.device,
     )
-    ours = replace(base, scheduler="dpm", steps=25, batch_size=args.batch_size, precision="auto")
+    ours = base.updated(scheduler="dpm", steps=25, batch_size=args.batch_size, precision="auto")
     import torch
 
     on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    reference = replace(
-        base, scheduler="default", steps=50, batch_size=16, precision="fp16" if on_gpu else "fp32"
+    reference = base.updated(
+        scheduler="default", steps=50, batch_size=16, precision="fp16" if on_gpu else "fp32"
     )
     jobs = make_jobs(args.images, resolution)
     rows = {

@@ -7,6 +7,7 @@ import io
 import socket
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from PIL import Image
 
 from dermsynth.data.fetch import REPORT_COLUMNS, fetch_images
 from dermsynth.errors import DermsynthError
+from dermsynth.io import LOCK_FILE, FolderLock
 
 TIMEOUT = 1.0
 SLOW_S = 2.5
@@ -54,6 +56,12 @@ CMYK_JPEG = _encode(Image.new("CMYK", (64, 96), (0, 200, 200, 0)), "JPEG")
 TINY_JPEG = _encode(_noise("RGB", (16, 16), 2), "JPEG")
 FLAKY_JPEG = _encode(_noise("RGB", (64, 64), 3), "JPEG")
 BIG_JPEG = _encode(_noise("RGB", (400, 300), 4), "JPEG")
+# Padding after a JPEG's end marker: the decoder ignores it, so the answer stays a valid image.
+ZEROS = bytes(64 * 1024)
+LARGE_SIZE = len(GOOD_JPEG) + 640 * len(ZEROS)  # about 42 MB
+ENDLESS_SIZE = 8_000_000
+HUGE_ANNOUNCED = 300_000_000
+TRICKLE_EVERY_S = 0.05
 
 
 @dataclass
@@ -133,6 +141,38 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, FLAKY_JPEG)
         elif path == "/busy.jpg":
             self._send(503, b"busy", "text/plain")
+        elif path == "/later.jpg":
+            self._send(503, b"busy", "text/plain", headers={"Retry-After": "20"})
+        else:
+            self._answer_large(path)
+
+    def _head(self, length: int | None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        if length is not None:  # without it, the body ends when the connection closes
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _answer_large(self, path: str) -> None:
+        """Large and slow answers, sent from memory in chunks."""
+        if path == "/large.jpg":  # a valid image of about 42 MB
+            self._head(LARGE_SIZE)
+            self.wfile.write(GOOD_JPEG)
+            for _ in range((LARGE_SIZE - len(GOOD_JPEG)) // len(ZEROS)):
+                self.wfile.write(ZEROS)
+        elif path == "/huge.jpg":  # announces 300 MB, sends one small image
+            self._head(HUGE_ANNOUNCED)
+            self.wfile.write(GOOD_JPEG)
+        elif path == "/endless.jpg":  # no Content-Length: 8 MB until the connection closes
+            self._head(None)
+            self.wfile.write(GOOD_JPEG)
+            for _ in range(ENDLESS_SIZE // len(ZEROS)):
+                self.wfile.write(ZEROS)
+        elif path == "/trickle.jpg":  # one byte every 50 ms, never a pause long enough to time out
+            self._head(len(BIG_JPEG))
+            for i in range(int(5 / TRICKLE_EVERY_S)):
+                self.wfile.write(BIG_JPEG[i : i + 1])
+                time.sleep(TRICKLE_EVERY_S)
         else:
             self._send(404, b"not found", "text/plain")
 
@@ -260,7 +300,8 @@ def test_fault_server_report_files_and_resume(server: FaultServer, tmp_path: Pat
             assert row["path"] == "", image_id
 
     # Files: only the good ones, all RGB JPEGs, no temporary files left behind.
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.jpg" for i in GOOD_IDS)
+    stored = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+    assert stored == sorted(f"{i}.jpg" for i in GOOD_IDS)
     for image_id in GOOD_IDS:
         _rgb_jpeg(out / f"{image_id}.jpg")
     assert (out / "good.jpg").read_bytes() == GOOD_JPEG  # an RGB JPEG is stored as it came
@@ -315,6 +356,9 @@ def test_url_column_and_non_string_urls(server: FaultServer, tmp_path: Path) -> 
         ({"timeout": 0}, "timeout must be > 0 seconds, got 0"),
         ({"timeout": float("nan")}, "timeout must be a number of seconds, got nan"),
         ({"backoff": -1.0}, "backoff must be >= 0 seconds, got -1.0"),
+        ({"max_bytes": 0}, "max_bytes must be a whole number >= 1, got 0"),
+        ({"max_bytes": 1e6}, "max_bytes must be a whole number >= 1, got 1000000.0"),
+        ({"deadline": 0}, "deadline must be > 0 seconds, got 0"),
         (
             {"url_column": "link"},
             "the manifest has no 'link' column to download from; columns found: image_id, url",
@@ -404,3 +448,124 @@ def test_cli_rejects_zero_workers(run_cli, server: FaultServer, tmp_path: Path) 
     assert result.code == 2
     assert result.stderr.startswith("error: Invalid value for '--workers'")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _images(folder: Path) -> list[str]:
+    """Everything in the folder but its lock file: images and any temporary file."""
+    return sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE)
+
+
+def test_size_cap_from_header_and_from_stream(server: FaultServer, tmp_path: Path) -> None:
+    out = tmp_path / "images"
+    cases = {"huge": "huge.jpg", "endless": "endless.jpg", "good": "good.jpg"}
+    options = {**FAST, "retries": 0}
+
+    # The default cap (50 MB) refuses the 300 MB announcement before reading the body.
+    report = fetch_images(_manifest(server, cases), out, **options).set_index("image_id")
+    assert report.at["huge", "status"] == "failed"
+    assert report.at["huge", "reason"] == "larger than the 50 MB cap (the server announced 300 MB)"
+    assert report.at["huge", "bytes"] == 0 and report.at["huge", "attempts"] == 1
+    assert report.at["endless", "status"] == "fetched"  # 8 MB without a size: under the cap
+    assert report.at["endless", "bytes"] == len(GOOD_JPEG) + ENDLESS_SIZE // len(ZEROS) * len(ZEROS)
+
+    # A 1 MB cap stops the answer without a Content-Length once 1 MB has passed.
+    (out / "endless.jpg").unlink()
+    capped = fetch_images(_manifest(server, cases), out, **options, max_bytes=1_000_000)
+    rows = capped.set_index("image_id")
+    assert rows.at["endless", "status"] == "failed"
+    assert rows.at["endless", "reason"].startswith(
+        "larger than the 1 MB cap (stopped after 1."
+    ) and rows.at["endless", "reason"].endswith("MB; the server announced no size)")
+    assert 1_000_000 < rows.at["endless", "bytes"] <= 1_000_000 + 64 * 1024
+    assert rows.at["endless", "attempts"] == 1 and server.count("endless.jpg") == 2
+    assert rows.at["good", "status"] == "skipped"
+    assert _images(out) == ["good.jpg"]  # nothing of the refused answers was kept
+
+
+def test_deadline_cuts_off_a_trickling_server(server: FaultServer, tmp_path: Path) -> None:
+    out = tmp_path / "images"
+    cases = {"trickle": "trickle.jpg", "later": "later.jpg", "good": "good.jpg"}
+    deadline = 1.0
+
+    start = time.monotonic()
+    report = fetch_images(_manifest(server, cases), out, **FAST, deadline=deadline)
+    took = time.monotonic() - start
+
+    rows = report.set_index("image_id")
+    # Each byte comes well within the 1 s read timeout: only the deadline stops this one.
+    assert rows.at["trickle", "status"] == "failed"
+    assert rows.at["trickle", "reason"] == "deadline of 1 s passed"
+    assert rows.at["trickle", "attempts"] == 1
+    assert deadline <= rows.at["trickle", "seconds"] < deadline + 1.0
+    assert 0 < rows.at["trickle", "bytes"] < 2 * deadline / TRICKLE_EVERY_S
+    # A 20 s Retry-After cannot be waited for within the deadline: the worker is let go now.
+    assert rows.at["later", "reason"] == (
+        "HTTP 503 Service Unavailable; the 1 s deadline leaves no time to try again"
+    )
+    assert rows.at["later", "attempts"] == 1 and rows.at["later", "seconds"] < deadline
+    assert rows.at["good", "status"] == "fetched" and rows.at["good", "seconds"] < deadline
+    assert took < deadline + 2.0  # unchecked, the trickle alone would take 5 s
+    assert _images(out) == ["good.jpg"]  # no half image under its final name
+
+
+def test_large_answer_streams_through_disk(server: FaultServer, tmp_path: Path) -> None:
+    out = tmp_path / "images"
+    tracemalloc.start()
+    try:
+        report = fetch_images(_manifest(server, {"large": "large.jpg"}), out, **FAST)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    row = report.iloc[0]
+    assert row["status"] == "fetched", row["reason"]
+    assert row["bytes"] == LARGE_SIZE
+    stored = out / "large.jpg"
+    assert stored.stat().st_size == LARGE_SIZE
+    with stored.open("rb") as handle:
+        assert handle.read(len(GOOD_JPEG)) == GOOD_JPEG
+    # Holding the answer in memory would need its 42 MB at least once.
+    assert peak < LARGE_SIZE / 10, (
+        f"peak {peak / 1e6:.1f} MB for a {LARGE_SIZE / 1e6:.0f} MB answer"
+    )
+
+
+def test_killed_run_leftovers_are_removed_and_one_run_at_a_time(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "images"
+    out.mkdir()
+    # What a run killed while writing good.jpg leaves: a temporary file beside it.
+    (out / ".good.jpg.k1ll3d.tmp").write_bytes(GOOD_JPEG[:300])
+    (out / "notes").mkdir()
+    (out / "notes" / ".draft.txt.x.tmp").write_text("not ours")  # sub-folders are left alone
+    manifest = _manifest(server, {"good": "good.jpg"})
+
+    with FolderLock(out, "an image folder"), pytest.raises(DermsynthError, match="is in use"):
+        fetch_images(manifest, out, **FAST)
+    assert (out / ".good.jpg.k1ll3d.tmp").exists()  # the refused run touched nothing
+
+    report = fetch_images(manifest, out, **FAST)
+    assert report["status"].tolist() == ["fetched"]
+    assert _images(out) == ["good.jpg", "notes"]
+    assert (out / "notes" / ".draft.txt.x.tmp").exists()
+
+
+def test_cli_cap_and_deadline(run_cli, server: FaultServer, tmp_path: Path) -> None:
+    cases = {"good": "good.jpg", "endless": "endless.jpg", "trickle": "trickle.jpg"}
+    csv = _f17k_csv(tmp_path / "f17k.csv", server, cases)
+    out = tmp_path / "images"
+    result = run_cli(
+        *("data", "fetch", "--csv", csv, "--out", out, "--retries", "0", "--timeout", "5"),
+        *("--max-bytes", "500000", "--deadline", "1"),
+    )
+    assert result.code == 0, result.stderr
+    assert "fetched 1, skipped 0 (already there), failed 2" in result.stdout
+    report = pd.read_csv(out / "fetch_report.csv", keep_default_na=False).set_index("image_id")
+    assert list(report.reset_index().columns) == list(REPORT_COLUMNS)
+    assert {"bytes", "seconds"} <= set(REPORT_COLUMNS)
+    assert report.at["endless", "reason"].startswith("larger than the 500 kB cap")
+    assert report.at["trickle", "reason"] == "deadline of 1 s passed"
+    assert 1.0 <= report.at["trickle", "seconds"] < 2.0
+    assert report.at["good", "bytes"] == len(GOOD_JPEG)
+    assert "deadline of 1 s passed" in result.stderr

@@ -321,9 +321,9 @@ def test_bad_cli_inputs_exit_2_with_a_message(tmp_path, run_cli, tiny_data):
     result = run_cli(*base, "--mode", "img2img", "--model", tmp_path / "empty")
     assert result.code == 2 and "not a demo generator folder" in result.stderr
     result = run_cli(*base, "--mode", "inpaint")
-    assert result.code == 2 and "use --mode img2img" in result.stderr
+    assert result.code == 2 and "--mode: Input should be 'img2img' or 'text2img'" in result.stderr
     result = run_cli(*base, "--mode", "img2img", "--lora", tmp_path)
-    assert result.code == 2 and "no --lora" in result.stderr
+    assert result.code == 2 and "--lora: unknown setting" in result.stderr
     train = ["generator", "train-demo", "--data", seeds, "--out", tmp_path / "m"]
     result = run_cli(*train, "--resolution", "12")
     assert result.code == 2 and "--resolution" in result.stderr

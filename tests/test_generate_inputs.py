@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dermsynth.config import MaskConfig, generator_config
 from dermsynth.errors import DermsynthError
-from dermsynth.generate.backends.base import GenerationParams
 from dermsynth.generate.prompts import read_prompt_table, resolve_prompts
-from dermsynth.generate.seeds import MaskParams, load_seeds, prepare_seed, square_around
+from dermsynth.generate.seeds import load_seeds, prepare_seed, square_around
 
 
 def make_seeds(tmp_path: Path, fsts=(1, 5, 6), size=(100, 80), plan: bool = True) -> Path:
@@ -102,7 +102,7 @@ def test_crop_is_centred_on_the_box_and_stays_inside():
 def test_seed_crop_and_generated_mask_are_saved(tmp_path):
     seeds = make_seeds(tmp_path)
     row = load_seeds(seeds).iloc[0].to_dict() | {"prompt": "p", "crop_box": "40,30,60,50"}
-    prepared = prepare_seed(row, 64, MaskParams(feather=0), tmp_path / "seedprep")
+    prepared = prepare_seed(row, 64, MaskConfig(feather=0), tmp_path / "seedprep")
     assert prepared.crop.size == (64, 64) and prepared.mask.size == (64, 64)
     assert prepared.crop_path.is_file() and prepared.mask_path.is_file()
     mask = np.asarray(prepared.mask)
@@ -116,23 +116,28 @@ def test_user_mask_of_the_wrong_size_is_refused(tmp_path):
     Image.new("L", (50, 50), 255).save(bad)
     row = load_seeds(seeds).iloc[0].to_dict() | {"prompt": "p", "mask_path": str(bad)}
     with pytest.raises(DermsynthError, match="50x50 px but the seed image is 100x80"):
-        prepare_seed(row, 64, MaskParams(), tmp_path / "seedprep")
+        prepare_seed(row, 64, MaskConfig(), tmp_path / "seedprep")
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--strength", "0"], "--strength must be in (0, 1]"),
-        (["--strength", "1.5"], "--strength must be in (0, 1]"),
-        (["--steps", "0"], "--steps must be >= 1"),
-        (["--n", "0"], "--n must be >= 1"),
+        (["--strength", "0"], "--strength: Input should be greater than 0"),
+        (["--strength", "1.5"], "--strength: Input should be less than or equal to 1"),
+        (["--strength", "nan"], "--strength: Input should be a finite number"),
+        (["--guidance", "inf"], "--guidance: Input should be a finite number"),
+        (["--steps", "0"], "--steps: Input should be greater than or equal to 1"),
+        (["--n", "0"], "Invalid value for '--n'"),
         (["--backend", "midjourney"], "unknown backend 'midjourney'"),
-        (["--mode", "outpaint"], "unknown --mode"),
+        (["--mode", "outpaint"], "--mode: Input should be 'inpaint', 'img2img' or 'text2img'"),
+        (
+            ["--negative-prompt", "blurry", "--backend", "openai"],
+            "--negative-prompt: unknown setting",
+        ),
         (
             ["--backend", "diffusers", "--model", "./no/such/folder"],
             "model folder ./no/such/folder not found",
         ),
-        (["--backend", "diffusers"], "--model is required"),
     ],
 )
 def test_bad_parameters_are_refused_before_any_model_loads(
@@ -174,7 +179,7 @@ def test_missing_and_corrupt_seed_images_are_named_before_any_model_loads(
 
 
 def test_params_record_every_setting():
-    record = GenerationParams(backend="tiny", steps=3, strength=None, mode="img2img").record()
+    record = generator_config(backend="tiny", steps=3, strength=None, mode="img2img").record()
     assert record["strength"] == 0.75 and record["steps"] == 3 and record["scheduler"] == "dpm"
 
 

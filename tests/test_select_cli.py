@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
+from dermsynth.config import SelectionConfig
 from dermsynth.errors import DermsynthError
-from dermsynth.select.selection import SelectOptions, parse_weights, select_candidates
+from dermsynth.select.selection import parse_weights, select_candidates
 
 SEEDS = {"s_light": (75.0, 10.0, 14.0, 1), "s_dark": (30.0, 10.0, 15.0, 6)}
 
@@ -211,7 +212,9 @@ def test_k_larger_than_candidates_keeps_what_there_is(run_cli, cands: dict[str, 
 
 def test_without_test_images_the_guard_is_off_and_said(cands: dict[str, Path]) -> None:
     result = select_candidates(
-        cands["manifest"], cands["run"] / "s.csv", options=SelectOptions(k=4, contact_sheets=False)
+        cands["manifest"],
+        cands["run"] / "s.csv",
+        options=SelectionConfig(k=4, contact_sheets=False),
     )
     assert any("leakage guard off" in n for n in result.notes)
     assert not result.manifest["excluded"].any()

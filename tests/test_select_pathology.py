@@ -15,7 +15,7 @@ from test_select_cli import make_candidate_run
 
 
 def _train_classifier(root: Path, classes: tuple[str, str]) -> Path:
-    from dermsynth.train.config import TrainConfig
+    from dermsynth.config import ClassifierConfig
     from dermsynth.train.run import train_run
 
     rng = np.random.default_rng(0)
@@ -38,7 +38,7 @@ def _train_classifier(root: Path, classes: tuple[str, str]) -> Path:
                 }
             )
     pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
-    config = TrainConfig(
+    config = ClassifierConfig(
         backbone="resnet18",
         weights="none",
         epochs=1,

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
+from dermsynth.config import QualityConfig
 from dermsynth.data.fst import KINYANJUI_ITA_THRESHOLDS, ita_degrees, ita_to_fst
 from dermsynth.errors import DermsynthError
 from dermsynth.select.leakage import nearest_test_image
-from dermsynth.select.quality import QualityParams, quality_score
+from dermsynth.select.quality import quality_score
 from dermsynth.select.similarity import LabEmbedder, cosine, make_embedder, similarity_scores
 from dermsynth.select.tone import (
     fit_empirical_thresholds,
@@ -133,7 +134,7 @@ def test_clipping_and_colour_cast_lower_quality() -> None:
     # Without a reference, a blue-green image lies outside the skin quadrant.
     assert quality_score(lab_patch(60, -20, -20)).colour_cast > 20
     assert quality_score(lab_patch(60, 12, 18)).colour_cast == 0.0
-    assert QualityParams().blur_ref == 100.0
+    assert QualityConfig().blur_ref == 100.0
 
 
 def test_similarity_flags_copies_and_drift() -> None:

@@ -31,7 +31,7 @@ def test_paper_config_plans_the_papers_grid(f17k_csv: Path, run_cli) -> None:
     assert real["train_real"] == 420 + 864 and real["train_seed"] == 0
     assert real["test_3-4"] == 620 + 456 and real["test_5-6"] == 251 + 96 - 3 * 8
     full = [r for r in runs if r["arm"] == "real+seed+synthetic" and r["dose"] == 32]
-    assert all(r["train_seed"] == 8 and r["train_synthetic"] == 32 for r in full)
+    assert all(r["train_seed"] == 8 and r["train_added"] == 32 for r in full)
     table = run_cli("study", "plan", EXAMPLES / "paper.yaml", "--csv", f17k_csv)
     assert "estimated cost" in table.stdout
 
@@ -89,9 +89,9 @@ def test_cross_field_problems(tmp_path: Path) -> None:
     with pytest.raises(DermsynthError) as info:
         load_config(path)
     message = str(info.value)
-    assert "synthetic_per_seed (5) is more than candidates_per_seed (4)" in message
-    assert "doses [64] exceed" in message
-    assert "['acne'] are not among the conditions" in message
+    assert "synthetic_per_seed: 5 is more than candidates_per_seed (4)" in message
+    assert "doses: [64] exceed" in message
+    assert "augmented[0]: 'acne' is not among the conditions" in message
 
 
 def test_infeasible_study_names_condition_and_group(tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ import yaml
 from dermsynth.config import load_config
 from dermsynth.data.manifest import PAPER_CONDITIONS
 from dermsynth.data.simulate import simulate_dataset
+from dermsynth.demo import DEMO_CONFIG
 from dermsynth.errors import DermsynthError
 from dermsynth.study import layout
-from dermsynth.study.demo import DEMO_CONFIG
 from dermsynth.study.grid import RunSpec
 from dermsynth.study.runner import StudyRunner, run_manifest
 
@@ -204,7 +204,7 @@ def test_dose_rows_spread_over_seeds() -> None:
     )
     rows = run_manifest(plan, RunSpec("train_1-2", "real+seed+synthetic", "a", 2), selected)
     assert sorted(rows[rows["origin"] == "synthetic"]["image_id"]) == ["s1_c00", "s2_c00"]
-    with pytest.raises(DermsynthError, match="8 synthetic images asked, 4 selected"):
+    with pytest.raises(DermsynthError, match="dose8__rep0: 8 images asked, 4 available"):
         run_manifest(plan, RunSpec("train_1-2", "real+seed+synthetic", "a", 8), selected)
 
 
@@ -324,3 +324,73 @@ def test_a_second_study_writer_is_refused_naming_the_first(
         holder.wait()
     # The first writer is gone (killed): its lock is taken over.
     assert run_cli("study", "run", config, "--out", out).code == 0
+
+
+def test_every_control_arm_runs_and_the_evidence_is_written(
+    tiny_data: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, run_cli
+) -> None:
+    reserve = simulate_dataset(
+        tmp_path_factory.mktemp("reserve"),
+        scale=0.12,
+        random_seed=11,
+        image_size=96,
+        progress=False,
+    )
+    from dermsynth.arms import ARM_NAMES
+
+    config = _config(
+        tmp_path,
+        tiny_data,
+        arms=list(ARM_NAMES),
+        doses=[2],
+        dataset={"csv": str(tiny_data), "reserve": str(reserve)},
+    )
+    planned = run_cli("study", "plan", config)
+    assert planned.code == 0, planned.stderr
+    assert "real+seed+extra-real" in planned.stdout and "skipped" not in planned.stdout
+    out = tmp_path / "run"
+    result = run_cli("study", "run", config, "--out", out)
+    assert result.code == 0, result.stderr
+    runs = pd.read_csv(out / "results" / "runs.csv")
+    assert (runs["status"] == "done").all()
+    # real, real+seed, synthetic at doses 2 and 4, and each control at the full dose (4).
+    assert sorted(runs["arm"].value_counts().items()) == sorted(
+        {"real": 1, "real+seed": 1, "real+seed+synthetic": 2}.items()
+        | {a: 1 for a in ARM_NAMES if a not in ("real", "real+seed", "real+seed+synthetic")}.items()
+    )
+    plan = pd.read_csv(layout.splits_path(out, "train_1-2"))
+    tests = set(plan.loc[plan["split"] == "test", "image_id"])
+    for run_id in runs["run_id"]:
+        trained = pd.read_csv(layout.run_dir(out, run_id) / "manifest.csv")
+        training = trained[trained["split"] != "test"]
+        assert not tests & set(training["image_id"]), run_id
+    tone = pd.read_csv(out / "controls" / "train_1-2" / "psoriasis" / "tone-shift" / "manifest.csv")
+    assert len(tone) >= 4 and tone["fst_estimated"].isin([5, 6]).all()
+    classical = pd.read_csv(
+        out / "controls" / "train_1-2" / "psoriasis" / "classical" / "manifest.csv"
+    )
+    assert len(classical) >= 4 and all(Path(p).is_file() for p in classical["path"])
+    comparisons = pd.read_csv(out / "results" / "comparisons.csv")
+    compared = set(comparisons.loc[comparisons["dose_b"] == 4, "arm_a"])
+    assert compared == set(ARM_NAMES) - {"real+seed+synthetic"}
+    findings = pd.read_csv(out / "results" / "findings.csv")
+    assert set(findings["kind"]) >= {"comparison", "ceiling"}
+    assert (out / "results" / "findings.json").is_file()
+    report = run_cli("report", out)
+    assert report.code == 0, report.stderr
+    html = (out / "report" / "index.html").read_text()
+    assert html.index('id="findings"') < html.index('id="table1"')
+    for arm in ARM_NAMES:
+        assert arm in html
+
+
+def test_extra_real_without_a_reserve_is_skipped_with_the_reason(
+    tiny_data: Path, tmp_path: Path, run_cli
+) -> None:
+    config = _config(tmp_path, tiny_data, arms=["real", "real+seed", "real+seed+extra-real"])
+    planned = run_cli("study", "plan", config)
+    assert planned.code == 0, planned.stderr
+    assert "skipped: real+seed+extra-real: no real images are set aside for it" in planned.stdout
+    bad = _config(tmp_path, tiny_data, arms=["real", "real+gan"])
+    refused = run_cli("study", "plan", bad)
+    assert refused.code == 2 and "unknown arm(s) ['real+gan']; known arms: real," in refused.stderr

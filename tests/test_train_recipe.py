@@ -6,13 +6,14 @@ import urllib.error
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torchvision import transforms as T
 
+from dermsynth.config import ClassifierConfig
 from dermsynth.errors import DermsynthError
 from dermsynth.train import backbones, datasets
 from dermsynth.train.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_info, build_backbone
-from dermsynth.train.config import TrainConfig
 from dermsynth.train.datasets import TransformSpec, class_balanced_sampler, train_transform
 from dermsynth.train.loop import make_optimizer
 from dermsynth.train.model import Classifier
@@ -20,7 +21,7 @@ from dermsynth.train.model import Classifier
 
 @pytest.fixture(scope="module")
 def vgg() -> Classifier:
-    return Classifier(TrainConfig(weights="none"), ["a", "b", "c"])
+    return Classifier(ClassifierConfig(weights="none"), ["a", "b", "c"])
 
 
 def test_vgg16_head_is_the_recipe(vgg: Classifier) -> None:
@@ -51,7 +52,7 @@ def test_every_vgg16_parameter_is_frozen_and_only_the_head_trains(vgg: Classifie
 
 
 def test_optimizer_and_scheduler_settings(vgg: Classifier) -> None:
-    optimizer, scheduler = make_optimizer(vgg, TrainConfig(weights="none"))
+    optimizer, scheduler = make_optimizer(vgg, ClassifierConfig(weights="none"))
     assert isinstance(optimizer, torch.optim.Adam)
     group = optimizer.param_groups[0]
     assert group["lr"] == 1e-3 and group["betas"] == (0.9, 0.999) and group["weight_decay"] == 0
@@ -93,7 +94,7 @@ def test_transforms_are_the_recipe() -> None:
     test = datasets.test_transform(spec).transforms
     assert [type(t) for t in test] == [T.Resize, T.CenterCrop, T.ToTensor, T.Normalize]
     assert test[0].size == 256 and test[1].size == (224, 224)
-    built = TransformSpec.build(TrainConfig(), backbone_info("vgg16"))
+    built = TransformSpec.build(ClassifierConfig(), backbone_info("vgg16"))
     assert (built.image_size, built.resize) == (224, 256)
 
 
@@ -138,7 +139,7 @@ def test_registry_sizes_and_widths() -> None:
 def test_colour_texture_backbone_is_fixed_and_describes_colour() -> None:
     import torch
 
-    model = Classifier(TrainConfig(backbone="colour-texture", weights="none"), ["a", "b"])
+    model = Classifier(ClassifierConfig(backbone="colour-texture", weights="none"), ["a", "b"])
     assert not any(p.requires_grad for p in model.trunk.parameters())
     trained = {n for n, p in model.net.named_parameters() if p.requires_grad}
     assert trained and all(n.startswith("head.") for n in trained)
@@ -149,7 +150,7 @@ def test_colour_texture_backbone_is_fixed_and_describes_colour() -> None:
     assert torch.equal(model.features(light), f_light)  # no randomness: features can be cached
     assert not torch.allclose(f_light, f_dark)
     with pytest.raises(DermsynthError, match="has no learned weights"):
-        Classifier(TrainConfig(backbone="colour-texture", weights="imagenet"), ["a", "b"])
+        Classifier(ClassifierConfig(backbone="colour-texture", weights="imagenet"), ["a", "b"])
 
 
 def test_unknown_backbone_suggests_close_names() -> None:
@@ -160,12 +161,14 @@ def test_unknown_backbone_suggests_close_names() -> None:
 
 
 def test_resnet_frozen_keeps_batchnorm_statistics() -> None:
-    model = Classifier(TrainConfig(backbone="resnet18", weights="none"), ["a", "b"])
+    model = Classifier(ClassifierConfig(backbone="resnet18", weights="none"), ["a", "b"])
     model.train()
     assert not model.net.bn1.training
     trainable = {n.split(".")[0] for n, p in model.net.named_parameters() if p.requires_grad}
     assert trainable == {"fc"}
-    full = Classifier(TrainConfig(backbone="resnet18", weights="none", finetune=True), ["a", "b"])
+    full = Classifier(
+        ClassifierConfig(backbone="resnet18", weights="none", finetune=True), ["a", "b"]
+    )
     assert all(p.requires_grad for p in full.net.parameters())
     full.train()
     assert full.net.bn1.training
@@ -209,11 +212,11 @@ def test_imagenet_offline_names_the_file_and_folder(tmp_path, monkeypatch) -> No
 
 
 def test_config_refuses_inconsistent_options() -> None:
-    with pytest.raises(DermsynthError, match="validation split"):
-        TrainConfig(patience=3)
-    with pytest.raises(DermsynthError, match="frozen backbone"):
-        TrainConfig(finetune=True, path="features")
-    assert not TrainConfig(finetune=True).uses_features and TrainConfig().uses_features
-    assert TrainConfig.from_dict(TrainConfig(classes=("a", "b")).to_dict()) == TrainConfig(
-        classes=("a", "b")
-    )
+    with pytest.raises(ValidationError, match="validation split"):
+        ClassifierConfig(patience=3)
+    with pytest.raises(ValidationError, match="frozen backbone"):
+        ClassifierConfig(finetune=True, path="features")
+    assert not ClassifierConfig(finetune=True).uses_features and ClassifierConfig().uses_features
+    assert ClassifierConfig.from_dict(
+        ClassifierConfig(classes=("a", "b")).to_dict()
+    ) == ClassifierConfig(classes=("a", "b"))

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from dermsynth.config import ClassifierConfig
 from dermsynth.data.images import BadImageError
 from dermsynth.errors import DermsynthError
 from dermsynth.train import run as run_module
-from dermsynth.train.config import TrainConfig
 from dermsynth.train.predict import load_run
 from dermsynth.train.run import train_run
 
@@ -68,7 +68,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("train_data"))
 
 
-def small(**overrides: object) -> TrainConfig:
+def small(**overrides: object) -> ClassifierConfig:
     options = {
         "backbone": "resnet18",
         "weights": "none",
@@ -80,7 +80,7 @@ def small(**overrides: object) -> TrainConfig:
         "progress": False,
     }
     options.update(overrides)
-    return TrainConfig(**options)  # type: ignore[arg-type]
+    return ClassifierConfig(**options)  # type: ignore[arg-type]
 
 
 def accuracy(preds: pd.DataFrame) -> float:

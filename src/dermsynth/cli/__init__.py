@@ -6,6 +6,7 @@ import errno
 import sys
 
 import typer
+from pydantic import ValidationError
 
 from dermsynth import __version__
 from dermsynth.cli import data as data_cli
@@ -15,6 +16,7 @@ from dermsynth.cli import report as report_cli
 from dermsynth.cli import select as select_cli
 from dermsynth.cli import study as study_cli
 from dermsynth.cli import train as train_cli
+from dermsynth.config import format_errors
 from dermsynth.errors import DermsynthError
 
 app = typer.Typer(
@@ -58,10 +60,30 @@ def demo(
     ),
 ) -> None:
     """Run the whole protocol on simulated data (minutes on a laptop CPU) and write its report."""
-    from dermsynth.study.demo import run_demo
+    from dermsynth.demo import run_demo
 
     report = run_demo(out)
     typer.echo(f"report: {report}")
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a file-system error at a path the user gave (or one a command writes)."""
+    if exc.errno == errno.ENOSPC:
+        # Every writer is atomic: what was finished is on disk whole, the rest is redone.
+        return (
+            f"no space left on device ({exc.filename or exc}); free some space and run the same "
+            "command again: finished work is kept and the rest resumes"
+        )
+    where = exc.filename or ""
+    what = {
+        errno.EEXIST: "exists already",
+        errno.ENOTDIR: "a path on the way is a file, not a folder",
+        errno.EISDIR: "is a folder; give a file",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "the file system is read-only",
+        errno.ENOENT: "no such file or folder",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"{where}: {what}" if where else what
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     except DermsynthError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except ValidationError as exc:  # settings built inside the library from the user's input
+        typer.echo(f"error: {'; '.join(format_errors(exc))}", err=True)
+        sys.exit(2)
     except _click.exceptions.NoArgsIsHelpError as exc:
         typer.echo(exc.format_message(), err=True)
         sys.exit(0)
@@ -82,15 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {exc.format_message()}{where}", err=True)
         sys.exit(exc.exit_code)
     except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        # Every writer is atomic: what was finished is on disk whole, the rest is redone.
-        typer.echo(
-            f"error: no space left on device ({exc.filename or exc}); free some space and run "
-            "the same command again: finished work is kept and the rest resumes",
-            err=True,
-        )
-        sys.exit(1)
+        typer.echo(f"error: {_os_error(exc)}", err=True)
+        sys.exit(1 if exc.errno == errno.ENOSPC else 2)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted; re-run the same command to resume", err=True)
         sys.exit(130)

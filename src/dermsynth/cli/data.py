@@ -169,7 +169,21 @@ def fetch(
     url_column: str = typer.Option("url", "--url-column", help="Column holding each image's URL."),
     workers: int = typer.Option(8, "--workers", min=1, max=64, help="Concurrent downloads."),
     retries: int = typer.Option(3, "--retries", min=0, help="Retries per image, with backoff."),
-    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds per request."),
+    timeout: float = typer.Option(
+        30.0, "--timeout", min=0.1, help="Seconds to wait for a connection or for more data."
+    ),
+    deadline: float = typer.Option(
+        120.0,
+        "--deadline",
+        min=0.1,
+        help="Seconds for each image's whole download, retries included; then it fails.",
+    ),
+    max_bytes: int = typer.Option(
+        50_000_000,
+        "--max-bytes",
+        min=1,
+        help="Largest accepted download, in bytes; a larger one fails without being kept.",
+    ),
     min_size: int = typer.Option(
         64, "--min-size", min=1, help="Smallest accepted side, in pixels."
     ),
@@ -177,7 +191,7 @@ def fetch(
         None, "--report", help="Report CSV (default OUT/fetch_report.csv)."
     ),
 ) -> None:
-    """Download every image's URL into OUT/<id>.jpg: concurrent, resumable, validated."""
+    """Download every image's URL into OUT/<id>.jpg: concurrent, resumable, validated, capped."""
     from dermsynth.data.fetch import fetch_images
     from dermsynth.io import atomic_write_csv
 
@@ -192,6 +206,8 @@ def fetch(
         retries=retries,
         timeout=timeout,
         min_size=min_size,
+        max_bytes=max_bytes,
+        deadline=deadline,
     )
     report_path = report or out / "fetch_report.csv"
     atomic_write_csv(report_path, result)

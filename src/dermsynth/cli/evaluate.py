@@ -1,4 +1,7 @@
-"""``dermsynth evaluate`` and ``dermsynth compare`` (heavy imports stay inside the commands)."""
+"""``dermsynth evaluate`` (predictions, the default, and ``synthetic``) and ``dermsynth compare``.
+
+Heavy imports stay inside the commands.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
+
+PREDICTIONS = "predictions"
 
 GROUPS = typer.Option(
     "1-2,3-4,5-6",
@@ -25,9 +31,32 @@ class Format(StrEnum):
 FORMAT = typer.Option(Format.table, "--format", help="table, csv or json.")
 
 
+class EvaluateGroup(TyperGroup):
+    """``dermsynth evaluate PREDS.csv`` routes to ``evaluate predictions``; named subcommands and
+    the group's help are taken as they are."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [PREDICTIONS, *args]
+        return super().parse_args(ctx, args)
+
+
+evaluate_app = typer.Typer(
+    cls=EvaluateGroup,
+    no_args_is_help=True,
+    help=(
+        "Measure a classifier's predictions by condition x FST group "
+        "(`dermsynth evaluate PREDS.csv`, the default: `evaluate predictions`), or a synthetic "
+        "image set against real images (`dermsynth evaluate synthetic`)."
+    ),
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app."""
-    app.command()(evaluate)
+    evaluate_app.command(PREDICTIONS)(evaluate)
+    evaluate_app.command("synthetic")(synthetic)
+    app.add_typer(evaluate_app, name="evaluate")
     app.command()(compare)
 
 
@@ -95,6 +124,96 @@ def evaluate(
         typer.echo(note, err=True)
     if out is not None:
         typer.echo(f"wrote {out} and {_groups_path(out)}", err=fmt is not Format.table)
+
+
+def synthetic(
+    candidates: Path = typer.Option(
+        ...,
+        "--candidates",
+        help="Candidate or selected manifest (rows with origin=synthetic); a selected manifest's "
+        "final selection is measured.",
+    ),
+    real: Path = typer.Option(
+        ...,
+        "--real",
+        help="Manifest or plan of real images; rows of split 'test' are the test set, the rest "
+        "the real images each cell is compared with.",
+    ),
+    features: str = typer.Option(
+        "colour-texture",
+        "--features",
+        help="colour-texture (offline, default), backbone:NAME[@WEIGHTS], classifier:RUN_DIR, "
+        "inception[:FILE], dinov2:FOLDER_OR_HUB_ID or clip:FOLDER_OR_HUB_ID.",
+    ),
+    groups: str = GROUPS,
+    fmt: Format = FORMAT,
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Also write synthetic_quality.csv, synthetic_distances.csv (per image) and "
+        "synthetic_quality.json into this folder.",
+    ),
+    test: Path | None = typer.Option(
+        None, "--test", help="Test images (a manifest), besides the real manifest's test rows."
+    ),
+    generator_data: Path | None = typer.Option(
+        None,
+        "--generator-data",
+        help="Images the generator was trained or conditioned on (a manifest).",
+    ),
+    copy_threshold: float | None = typer.Option(
+        None,
+        "--copy-threshold",
+        min=0,
+        help="Feature distance within which an image counts as a copy (default: the "
+        "--copy-quantile of real-to-real nearest-neighbour distances).",
+    ),
+    copy_quantile: float = typer.Option(
+        0.05, "--copy-quantile", help="Quantile of real-to-real distances for the threshold."
+    ),
+    random_seed: int = typer.Option(0, "--random-seed", help="Seed of KID subsets and CAS."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Quality of a synthetic image set, per condition x FST group, against real images.
+
+    Each synthetic image counts in the cell of its condition and requested skin type; it is
+    compared with the real images of that cell that are in no test set. Per cell, with N: KID
+    (and its std) and FID, precision/recall/density/coverage, the Classification Accuracy
+    Score (train on synthetic, test on real; cas_real: the same trained on as many real
+    images) with Wilson CIs, the copy rate against seeds, real, generator and test images,
+    sibling diversity over real diversity, and skin-tone fidelity (ITA). With --format csv,
+    stdout holds only the table; notes go to stderr.
+    """
+    from dermsynth.data.manifest import load_manifest
+    from dermsynth.evaluate.synthetic import evaluate_synthetic
+
+    result = evaluate_synthetic(
+        load_manifest(candidates),
+        load_manifest(real),
+        features=features,
+        groups=groups,
+        test=load_manifest(test) if test is not None else None,
+        generator_data=load_manifest(generator_data) if generator_data is not None else None,
+        copy_threshold=copy_threshold,
+        copy_quantile=copy_quantile,
+        random_seed=random_seed,
+        device=device,
+    )
+    if out is not None:
+        _write_synthetic(out, result)
+    if fmt is Format.csv:
+        typer.echo(result.table.to_csv(index=False, lineterminator="\n"), nl=False)
+    elif fmt is Format.json:
+        payload = {"candidates": str(candidates), "real": str(real), **result.summary()}
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        typer.echo(f"{candidates}: {result.info['measured']}")
+        typer.echo(_synthetic_text(result.table))
+    if fmt is not Format.json:
+        for note in result.notes:
+            typer.echo(f"note: {note}", err=True)
+    if out is not None:
+        typer.echo(f"wrote {out}/", err=fmt is not Format.table)
 
 
 def compare(
@@ -176,6 +295,38 @@ def _write_evaluation(out: Path, result: Any) -> None:
 
     atomic_write_csv(out, result.table)
     atomic_write_csv(_groups_path(out), summary_with_gap_row(result.summary, result.gaps))
+
+
+def _write_synthetic(out: Path, result: Any) -> None:
+    from dermsynth.evaluate.synthetic import write_synthetic_quality
+    from dermsynth.io import FolderLock
+
+    with FolderLock(out, "an evaluation folder"):
+        write_synthetic_quality(result, out)
+
+
+def _synthetic_text(table: Any) -> str:
+    shown = table[["condition", "fst_group", "n_synthetic", "n_real"]].copy()
+    shown["kid"] = [
+        "-" if k != k else f"{k:.3g}±{s:.2g}"
+        for k, s in zip(table["kid"], table["kid_std"], strict=True)
+    ]
+    shown["fid"] = table["fid"].map(lambda v: _num(v, 1))
+    for column in ("precision", "recall", "density", "coverage"):
+        shown[column] = table[column].map(_num)
+    shown["cas (95% CI)"] = [
+        "-" if c != c else f"{c:.2f} ({lo:.2f}-{hi:.2f})"
+        for c, lo, hi in zip(table["cas"], table["cas_low"], table["cas_high"], strict=True)
+    ]
+    shown["cas_real"] = table["cas_real"].map(lambda v: _num(v, 2))
+    for column in ("copy_rate", "diversity_ratio", "tone_match"):
+        shown[column] = table[column].map(lambda v: _num(v, 2))
+    shown["ita_wasserstein"] = table["ita_wasserstein"].map(lambda v: _num(v, 1))
+    lines = [shown.to_string(index=False)]
+    for row in table.itertuples():
+        if row.notes:
+            lines.append(f"  {row.condition} / {row.fst_group}: {row.notes}")
+    return "\n".join(lines)
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
+from dermsynth.cli.options import backend_option, generator_settings
+from dermsynth.config import PAPER_TEMPLATE, MaskConfig
 from dermsynth.errors import DermsynthError
+
+
+def _mask_help(name: str) -> str:
+    info = MaskConfig.model_fields[name]
+    return f"{info.description} [default: {info.default}]"
+
 
 SEEDS = typer.Option(
     None, "--seeds", help="Seed manifest: a plan (rows with split=seed) or any manifest."
@@ -43,72 +51,41 @@ def generate(
         "--backend",
         help="diffusers, tiny (offline test model), openai, or demo (the small demo model).",
     ),
-    n: int = typer.Option(8, "--n", help="Candidates per seed (paper: 8)."),
-    model: str = typer.Option(
-        "",
-        "--model",
-        help="diffusers: hub id or local folder; openai: model name (default dall-e-2); demo: folder from `generator train-demo` (default: the shipped one).",
+    n: int = typer.Option(8, "--n", min=1, help="Candidates per seed (paper: 8)."),
+    model: str | None = backend_option("model"),
+    preset: str | None = typer.Option(
+        None, "--preset", help="diffusers: a published recipe (synderm-inpaint, synderm-txt2img)."
     ),
-    mode: str = typer.Option("inpaint", "--mode", help="inpaint, img2img or text2img."),
+    mode: str | None = backend_option("mode"),
     prompts: Path | None = typer.Option(
         None, "--prompts", help="Prompt table from `generate prompts` (default: built-in defaults)."
     ),
-    template: str | None = typer.Option(
-        None, "--template", help="Prompt template (default: the paper's)."
+    template: str | None = backend_option("template"),
+    steps: int | None = backend_option("steps"),
+    guidance: float | None = backend_option("guidance"),
+    strength: float | None = backend_option("strength"),
+    negative_prompt: str | None = backend_option("negative_prompt"),
+    scheduler: str | None = backend_option("scheduler"),
+    resolution: int | None = backend_option("resolution"),
+    precision: str | None = backend_option("precision"),
+    device: str | None = backend_option("device"),
+    batch_size: int | None = backend_option("batch_size"),
+    lora: str | None = backend_option("lora"),
+    lora_scale: float | None = backend_option("lora_scale"),
+    safety_checker: bool | None = backend_option(
+        "safety_checker", "--safety-checker/--no-safety-checker"
     ),
-    steps: int = typer.Option(25, "--steps", help="Denoising steps."),
-    guidance: float = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale."),
-    strength: float | None = typer.Option(
-        None,
-        "--strength",
-        help="How much of the seed to redraw, in (0, 1] (default 1 inpaint, 0.75 img2img).",
-    ),
-    negative_prompt: str = typer.Option(
-        "", "--negative-prompt", help="What the images should not show."
-    ),
-    scheduler: str = typer.Option(
-        "dpm",
-        "--scheduler",
-        help="dpm (DPM-Solver multistep), dpm-karras, ddim, euler, euler-a, pndm, default.",
-    ),
-    resolution: int | None = typer.Option(
-        None,
-        "--resolution",
-        help="Square side in pixels (default: 512 diffusers, 64 tiny, 1024 openai, the model's 32 demo).",
-    ),
-    precision: str = typer.Option(
-        "auto", "--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images per pipeline call."),
-    lora: str = typer.Option(
-        "", "--lora", help="LoRA weights (folder or .safetensors) from `generator finetune`."
-    ),
-    lora_scale: float = typer.Option(1.0, "--lora-scale", help="Weight of the LoRA."),
-    safety_checker: bool = typer.Option(
-        False, "--safety-checker", help="Run the model's safety checker."
-    ),
-    random_seed: int = typer.Option(
-        0, "--random-seed", help="Base seed; each image's seed derives from it."
-    ),
-    mask_keep: float = typer.Option(
-        0.6, "--mask-keep", help="Kept central region of a generated mask (share of side)."
-    ),
-    mask_shape: str = typer.Option("ellipse", "--mask-shape", help="ellipse or rect."),
-    mask_feather: float = typer.Option(
-        4.0, "--mask-feather", help="Blur of the mask edge, in pixels."
-    ),
-    crop_scale: float = typer.Option(
-        1.5, "--crop-scale", help="Crop side over the crop_box's longer side."
-    ),
-    retries: int = typer.Option(
-        5, "--retries", help="openai: retries on 429 and 5xx, with backoff."
-    ),
+    random_seed: int | None = backend_option("random_seed"),
+    mask_keep: float | None = typer.Option(None, "--mask-keep", help=_mask_help("keep")),
+    mask_shape: str | None = typer.Option(None, "--mask-shape", help=_mask_help("shape")),
+    mask_feather: float | None = typer.Option(None, "--mask-feather", help=_mask_help("feather")),
+    crop_scale: float | None = typer.Option(None, "--crop-scale", help=_mask_help("crop_scale")),
+    retries: int | None = backend_option("retries"),
     executor: str = typer.Option(
         "local", "--executor", help="local, or ray (shard seeds over Ray workers)."
     ),
     workers: int = typer.Option(
-        0, "--workers", help="ray: number of shards (default: GPUs, else 2)."
+        0, "--workers", min=0, help="ray: number of shards (default: GPUs, else 2)."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -121,46 +98,32 @@ def generate(
             "`dermsynth generate --seeds plan.csv --backend tiny --n 8 --out runs/gen`; "
             "see `dermsynth generate --help`"
         )
-    from dermsynth.generate.backends.base import GenerationParams
-    from dermsynth.generate.prompts import PAPER_TEMPLATE
-    from dermsynth.generate.seeds import MaskParams
-
     if executor not in ("local", "ray"):
         raise DermsynthError(f"--executor must be local or ray, got {executor!r}")
-    params = GenerationParams(
-        backend=backend,
-        model=model,
-        mode=mode,
-        steps=steps,
-        guidance=guidance,
-        strength=strength,
-        negative_prompt=negative_prompt,
-        scheduler=scheduler,
-        resolution=resolution,
-        precision=precision,
-        device=device,
-        batch_size=batch_size,
-        lora=lora,
-        lora_scale=lora_scale,
-        safety_checker=safety_checker,
-        random_seed=random_seed,
-        retries=retries,
-    )
-    mask = MaskParams(keep=mask_keep, shape=mask_shape, feather=mask_feather, crop_scale=crop_scale)
-    kwargs = {
-        "prompts_csv": prompts,
-        "template": template or PAPER_TEMPLATE,
-        "mask": mask,
-        "progress": progress,
+    mask = {
+        "keep": mask_keep,
+        "shape": mask_shape,
+        "feather": mask_feather,
+        "crop_scale": crop_scale,
     }
+    params = generator_settings(
+        backend=backend, model=model, preset=preset, mode=mode, template=template, steps=steps,
+        guidance=guidance, strength=strength, negative_prompt=negative_prompt,
+        scheduler=scheduler, resolution=resolution, precision=precision, device=device,
+        batch_size=batch_size, lora=lora, lora_scale=lora_scale, safety_checker=safety_checker,
+        random_seed=random_seed, retries=retries,
+        mask={k: v for k, v in mask.items() if v is not None} or None,
+    )  # fmt: skip
     if executor == "ray":
         from dermsynth.generate.ray_executor import generate_with_ray
 
-        summary = generate_with_ray(seeds, out, params, n, workers=workers or None, **kwargs)
+        summary = generate_with_ray(
+            seeds, out, params, n, workers=workers or None, prompts_csv=prompts, progress=progress
+        )
     else:
         from dermsynth.generate.run import generate as run_generate
 
-        summary = run_generate(seeds, out, params, n, **kwargs)
+        summary = run_generate(seeds, out, params, n, prompts_csv=prompts, progress=progress)
     typer.echo(
         f"made {summary.made} image(s), {summary.already} already there, of {summary.total}; "
         f"manifest: {summary.manifest}"
@@ -186,7 +149,6 @@ def prompts_command(
 ) -> None:
     """Write the per-seed prompt table (body part, noun, skin-type wording) for editing."""
     from dermsynth.generate.prompts import (
-        PAPER_TEMPLATE,
         default_prompt_table,
         resolve_prompts,
         write_prompt_table,

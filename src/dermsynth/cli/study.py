@@ -45,6 +45,7 @@ def plan_command(
                     "summary": planned.summary(),
                     "runs": planned.runs.to_dict(orient="records"),
                     "generation": planned.generation.to_dict(orient="records"),
+                    "arms": planned.arms.to_dict(orient="records"),
                 },
                 indent=2,
             )
@@ -56,6 +57,12 @@ def plan_command(
     if not planned.generation.empty:
         typer.echo("\ngeneration:")
         typer.echo(planned.generation.to_string(index=False))
+    arms = planned.arms
+    if not arms.empty:
+        typer.echo("\nimages each arm adds (available: what its pool can supply):")
+        typer.echo(arms.drop(columns=["short", "skipped"]).to_string(index=False))
+        for arm, note in arms[arms["skipped"]].groupby("arm")["note"].first().items():
+            typer.echo(f"skipped: {arm}: {note}")
     cost = planned.cost
     typer.echo(
         f"\nestimated cost: generation {cost['generation_seconds'] / 60:.1f} min, frozen features "
@@ -87,3 +94,11 @@ def run_command(
         study = study.model_copy(update={"dataset": study.dataset.model_copy(update={"csv": csv})})
     folder = run_study(study, out, force=force)
     typer.echo(f"study finished: {folder} (make the report with `dermsynth report {folder}`)")
+
+
+@app.command("defaults")
+def defaults_command() -> None:
+    """Print every setting of a study config with its default and meaning (commented YAML)."""
+    from dermsynth.config import defaults_yaml
+
+    typer.echo(defaults_yaml(), nl=False)

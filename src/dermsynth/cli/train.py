@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
+from dermsynth.cli.options import option, settings
+from dermsynth.config import ClassifierConfig
 from dermsynth.errors import DermsynthError
 
 CACHE_DIR = typer.Option(
@@ -14,17 +15,14 @@ CACHE_DIR = typer.Option(
     "--cache-dir",
     help="Resized images and backbone features (default: RUN/../cache, shared by sibling runs).",
 )
-SKIP_BAD = typer.Option(
-    False,
-    "--skip-bad-images",
+SKIP_BAD = option(
+    ClassifierConfig,
+    "skip_bad_images",
     help="Leave out unreadable images (listed in RUN/skipped_images.csv).",
 )
 
 
-class PathChoice(StrEnum):
-    auto = "auto"
-    features = "features"
-    images = "images"
+C = ClassifierConfig
 
 
 def train(
@@ -34,55 +32,37 @@ def train(
     out: Path = typer.Option(
         ..., "--out", help="Run folder (re-running a finished run does nothing)."
     ),
-    backbone: str = typer.Option(
-        "vgg16",
-        "--backbone",
-        help="vgg16, resnet18, resnet50, efficientnet_b0, densenet121, or a timm model name.",
-    ),
-    weights: str = typer.Option(
-        "imagenet", "--weights", help="imagenet, none, or a state-dict file."
-    ),
-    finetune: bool = typer.Option(
-        False, "--finetune", help="Train every parameter (recipe: frozen)."
-    ),
-    epochs: int = typer.Option(20, "--epochs", min=1),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: Adam's, 1e-3)."),
-    image_size: int | None = typer.Option(
-        None, "--image-size", help="Input crop (default: backbone's, 224)."
-    ),
-    resize: int | None = typer.Option(
-        None, "--resize", help="Shorter side before cropping (default 256)."
-    ),
+    backbone: str = option(C, "backbone"),
+    weights: str = option(C, "weights"),
+    finetune: bool = option(C, "finetune"),
+    epochs: int = option(C, "epochs"),
+    batch_size: int = option(C, "batch_size"),
+    lr: float | None = option(C, "lr"),
+    image_size: int | None = option(C, "image_size"),
+    resize: int | None = option(C, "resize"),
     classes: str | None = typer.Option(
         None, "--classes", help="Comma list: the model's classes, in order."
     ),
-    val_fraction: float = typer.Option(
-        0.0, "--val-fraction", help="Share of real training rows held out for validation."
-    ),
-    patience: int | None = typer.Option(
-        None, "--patience", help="Early stopping: epochs without gain."
-    ),
-    path: PathChoice = typer.Option(
-        PathChoice.auto, "--path", help="features (fast, frozen backbone), images (slow) or auto."
-    ),
-    views: int = typer.Option(3, "--views", min=1, help="Fast path: views per training image."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading workers."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (sampling, head init, augmentation)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on GPU."),
-    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="On GPU."),
+    val_fraction: float = option(C, "val_fraction"),
+    patience: int | None = option(C, "patience"),
+    path: str = option(C, "path"),
+    views: int = option(C, "views"),
+    workers: int = option(C, "workers"),
+    seed: int = option(C, "seed"),
+    device: str = option(C, "device"),
+    amp: bool = option(C, "amp", "--amp/--no-amp"),
+    channels_last: bool = option(C, "channels_last", "--channels-last/--no-channels-last"),
     cache_dir: Path | None = CACHE_DIR,
     skip_bad_images: bool = SKIP_BAD,
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = option(C, "progress", "--progress/--no-progress"),
 ) -> None:
     """Train a classifier (default: the Groh et al. recipe, frozen VGG16) on a manifest."""
     from dermsynth.data.manifest import parse_conditions
-    from dermsynth.train.config import TrainConfig
     from dermsynth.train.run import train_run
 
     names = parse_conditions(classes) if classes is not None else None
-    config = TrainConfig(
+    config = settings(
+        ClassifierConfig,
         backbone=backbone,
         weights=weights,
         finetune=finetune,
@@ -94,7 +74,7 @@ def train(
         val_fraction=val_fraction,
         patience=patience,
         classes=tuple(names) if names else None,
-        path=path.value,
+        path=path,
         views=views,
         amp=amp,
         channels_last=channels_last,

@@ -201,7 +201,7 @@ def near_duplicates_on_disk(
     return near_duplicate_groups(hashes, threshold=threshold), notes
 
 
-def _hex_to_words(hexes: list[str]) -> np.ndarray:
+def hash_words(hexes: list[str]) -> np.ndarray:
     """Hex hashes (all the same length) as an ``(n, words)`` uint64 array."""
     width = len(hexes[0])
     n_words = -(-width // 16)
@@ -229,6 +229,11 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
     x = (x + (x >> np.uint64(4))) & _M4
     return ((x * _H01) >> np.uint64(56)).astype(np.uint8)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bit distances between every row of ``a`` and of ``b`` (both from :func:`hash_words`)."""
+    return _popcount(a[:, None, :] ^ b[None, :, :]).sum(axis=2, dtype=np.int32)
 
 
 def _close_pairs(words: np.ndarray, threshold: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -342,7 +347,7 @@ def near_duplicate_groups(hashes: pd.DataFrame, *, threshold: int = 4) -> pd.Dat
     )
 
     # Identical hashes are merged first: a folder of 1000 copies costs one node, not 500k edges.
-    words = _hex_to_words(hexes)
+    words = hash_words(hexes)
     unique, inverse = np.unique(words, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     labels = _components(len(unique), _close_pairs(unique, threshold))[inverse]

@@ -21,9 +21,7 @@ import pandas as pd
 from dermsynth.data.fst import FST_TYPES, UNKNOWN_FST
 from dermsynth.errors import DermsynthError
 from dermsynth.io import atomic_write_csv
-
-MANIFEST_COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "fst", "origin", "parent_id")
-ORIGINS: tuple[str, ...] = ("real", "seed", "synthetic")
+from dermsynth.schema import MANIFEST_COLUMNS, ORIGINS, coerce
 
 FITZPATRICK17K_COLUMNS: tuple[str, ...] = ("md5hash", "fitzpatrick_scale", "label")
 FITZPATRICK17K_FST_COLUMNS: tuple[str, ...] = ("fitzpatrick_scale", "fitzpatrick_centaur")
@@ -139,6 +137,61 @@ def _check_labels(csv_path: Path, labels: pd.Series, column: str) -> None:
         raise DermsynthError(f"{_where(csv_path, rows[0])}: empty {column}{more}")
 
 
+def _column_map(
+    csv_path: Path,
+    frame: pd.DataFrame,
+    fst_column: str | None,
+    id_column: str | None,
+    label_column: str | None,
+    path_column: str | None,
+) -> tuple[ColumnMap, str]:
+    """Which columns hold what, and what kind of table it is (manifest, fitzpatrick17k, csv)."""
+    columns = set(frame.columns)
+    named = any(c is not None for c in (id_column, label_column, path_column))
+    if not named and {"image_id", "label", "fst"} <= columns and fst_column in (None, "fst"):
+        return ColumnMap(
+            "image_id", "label", "fst", "path" if "path" in columns else None
+        ), "manifest"
+    if not named and is_fitzpatrick17k(columns):
+        cmap = ColumnMap("md5hash", "label", fst_column or "fitzpatrick_scale", None)
+        hint = f"; FST columns of Fitzpatrick 17k: {', '.join(FITZPATRICK17K_FST_COLUMNS)}"
+        _require_columns(csv_path, frame, [cmap.fst], hint)
+        return cmap, "fitzpatrick17k"
+    if id_column is None or label_column is None or fst_column is None:
+        found = ", ".join(frame.columns[:20])
+        raise DermsynthError(
+            f"{csv_path}: not a Fitzpatrick 17k table nor a dermsynth manifest; name its "
+            f"columns with --id-column, --label-column and --fst-column (and --path-column "
+            f"if it has one). Columns found: {found}"
+        )
+    cmap = ColumnMap(id_column, label_column, fst_column, path_column)
+    _require_columns(
+        csv_path, frame, [c for c in (id_column, label_column, fst_column, path_column) if c]
+    )
+    return cmap, "csv"
+
+
+def _image_paths(
+    csv_path: Path,
+    frame: pd.DataFrame,
+    ids: pd.Series,
+    cmap: ColumnMap,
+    source: str,
+    images_dir: str | os.PathLike[str] | None,
+) -> pd.Series:
+    """Each row's image path: the path column (joined to ``images_dir``), else ``<id>.jpg``."""
+    base = Path(images_dir) if images_dir is not None else None
+    if cmap.path is not None:
+        raw = frame[cmap.path].str.strip()
+        if base is None:
+            return raw
+        return raw.map(lambda p: str(base / p) if p and not os.path.isabs(p) else p)
+    if source == "fitzpatrick17k":
+        folder = base if base is not None else _default_images_dir(csv_path)
+        return ids.map(lambda i: str(folder / f"{i}.jpg"))
+    return ids.map(lambda i: str(base / f"{i}.jpg")) if base is not None else ids.map(lambda _: "")
+
+
 def load_manifest(
     csv_path: str | os.PathLike[str],
     *,
@@ -150,8 +203,9 @@ def load_manifest(
 ) -> pd.DataFrame:
     """Load and validate a table of images into a manifest.
 
-    Three inputs are understood: a dermsynth manifest (has ``image_id``, ``label``, ``fst``),
-    the Fitzpatrick 17k table (``md5hash``, ``label``, ``fitzpatrick_scale``; FST from
+    Three inputs are understood: a dermsynth manifest (has ``image_id``, ``label``, ``fst``;
+    the columns stages add come back in their dtypes, :mod:`dermsynth.schema`), the
+    Fitzpatrick 17k table (``md5hash``, ``label``, ``fitzpatrick_scale``; FST from
     ``fst_column``, default ``fitzpatrick_scale``; image ``<images_dir>/<md5hash>.jpg``), or
     any CSV whose id, label and FST columns are named (path column optional).
     """
@@ -159,80 +213,45 @@ def load_manifest(
     frame = _read_table(csv_path)
     if frame.empty:
         raise DermsynthError(f"{csv_path}: the table has a header but no rows")
-    columns = set(frame.columns)
-    named = any(c is not None for c in (id_column, label_column, path_column))
-    if not named and {"image_id", "label", "fst"} <= columns and fst_column in (None, "fst"):
-        cmap = ColumnMap("image_id", "label", "fst", "path" if "path" in columns else None)
-        source = "manifest"
-    elif not named and is_fitzpatrick17k(columns):
-        fst = fst_column or "fitzpatrick_scale"
-        cmap = ColumnMap("md5hash", "label", fst, None)
-        source = "fitzpatrick17k"
-    else:
-        if id_column is None or label_column is None or fst_column is None:
-            found = ", ".join(frame.columns[:20])
-            raise DermsynthError(
-                f"{csv_path}: not a Fitzpatrick 17k table nor a dermsynth manifest; name its "
-                f"columns with --id-column, --label-column and --fst-column (and --path-column "
-                f"if it has one). Columns found: {found}"
-            )
-        cmap = ColumnMap(id_column, label_column, fst_column, path_column)
-        source = "csv"
-    hint = ""
-    if source == "fitzpatrick17k" and cmap.fst not in columns:
-        hint = f"; FST columns of Fitzpatrick 17k: {', '.join(FITZPATRICK17K_FST_COLUMNS)}"
-    _require_columns(
-        csv_path, frame, [c for c in (cmap.image_id, cmap.label, cmap.fst, cmap.path) if c], hint
-    )
-
+    cmap, source = _column_map(csv_path, frame, fst_column, id_column, label_column, path_column)
     ids = frame[cmap.image_id].str.strip()
     _check_ids(csv_path, ids, cmap.image_id)
     labels = frame[cmap.label].str.strip()
     _check_labels(csv_path, labels, cmap.label)
-    fst = _parse_fst(csv_path, frame[cmap.fst], cmap.fst)
-
-    base = Path(images_dir) if images_dir is not None else None
-    if cmap.path is not None:
-        raw_paths = frame[cmap.path].str.strip()
-        if base is not None:
-            paths = raw_paths.map(lambda p: str(base / p) if p and not os.path.isabs(p) else p)
-        else:
-            paths = raw_paths
-    elif source == "fitzpatrick17k":
-        folder = base if base is not None else _default_images_dir(csv_path)
-        paths = ids.map(lambda i: str(folder / f"{i}.jpg"))
-    else:
-        paths = (
-            ids.map(lambda i: str(base / f"{i}.jpg")) if base is not None else ids.map(lambda _: "")
-        )
-
+    columns = set(frame.columns)
     out = pd.DataFrame(
         {
             "image_id": ids,
-            "path": paths,
+            "path": _image_paths(csv_path, frame, ids, cmap, source, images_dir),
             "label": labels,
-            "fst": fst,
+            "fst": _parse_fst(csv_path, frame[cmap.fst], cmap.fst),
             "origin": frame["origin"].str.strip() if "origin" in columns else "real",
             "parent_id": frame["parent_id"].str.strip() if "parent_id" in columns else "",
         }
     )
-    bad_origin = ~out["origin"].isin(ORIGINS)
-    if bad_origin.any():
-        row = _rows(bad_origin)[0]
-        raise DermsynthError(
-            f"{_where(csv_path, row)}: origin must be one of {', '.join(ORIGINS)}, "
-            f"got {out['origin'].iloc[row - 1]!r}"
-        )
+    _check_origins(csv_path, out["origin"])
     used = {cmap.image_id, cmap.label, cmap.path, *MANIFEST_COLUMNS}
     if source != "fitzpatrick17k":
         used.add(cmap.fst)
-    for column in frame.columns:
-        if column not in used:
-            out[column] = frame[column]
-    out.attrs["source"] = source
-    out.attrs["csv"] = str(csv_path)
-    out.attrs["fst_column"] = cmap.fst
+    extra = frame[[c for c in frame.columns if c not in used]]
+    if source == "manifest":
+        try:
+            extra = coerce(extra)
+        except ValueError as exc:
+            raise DermsynthError(f"{csv_path}: {exc}") from None
+    out = pd.concat([out, extra], axis=1)
+    out.attrs.update(source=source, csv=str(csv_path), fst_column=cmap.fst)
     return out
+
+
+def _check_origins(csv_path: Path, origins: pd.Series) -> None:
+    bad = ~origins.isin(ORIGINS)
+    if bad.any():
+        row = _rows(bad)[0]
+        raise DermsynthError(
+            f"{_where(csv_path, row)}: origin must be one of {', '.join(ORIGINS)}, "
+            f"got {origins.iloc[row - 1]!r}"
+        )
 
 
 def _default_images_dir(csv_path: Path) -> Path:

@@ -18,19 +18,7 @@ import pandas as pd
 from dermsynth.data.fst import FSTGroup, group_label, opposite_extreme, parse_fst_group
 from dermsynth.data.manifest import known_fst, resolve_conditions
 from dermsynth.errors import DermsynthError
-
-SPLITS: tuple[str, ...] = ("train", "seed", "test")
-PLAN_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "label",
-    "fst",
-    "split",
-    "test_group",
-    "train_group",
-    "path",
-    "origin",
-    "parent_id",
-)
+from dermsynth.schema import PLAN_COLUMNS, SEED, SPLITS, TEST, TRAIN
 
 
 @dataclass(frozen=True)
@@ -141,19 +129,19 @@ def plan_splits(
 
     split = pd.Series("", index=rows.index, dtype=object)
     test_group = pd.Series("", index=rows.index, dtype=object)
-    split[rows["fst"].isin(direction.train)] = "train"
+    split[rows["fst"].isin(direction.train)] = TRAIN
     for group in direction.tests:
         in_group = rows["fst"].isin(group)
-        split[in_group] = "test"
+        split[in_group] = TEST
         test_group[in_group] = group_label(group)
     is_seed = rows["image_id"].isin(seed_ids)
-    split[is_seed] = "seed"
+    split[is_seed] = SEED
     test_group[is_seed] = ""
 
     plan = rows.assign(split=split, test_group=test_group)
     plan = plan[plan["split"] != ""].copy()
     plan["train_group"] = group_label(direction.train)
-    plan.loc[plan["split"] == "seed", "origin"] = "seed"
+    plan.loc[plan["split"] == SEED, "origin"] = SEED
 
     removed: list[str] = []
     if near_duplicate_groups is not None and not near_duplicate_groups.empty:
@@ -176,6 +164,6 @@ def _leaking_test_ids(plan: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
     leaking: list[str] = []
     for _, group in members.groupby("group", sort=True):
         splits = {split_of[i] for i in group["image_id"]}
-        if "test" in splits and splits & {"train", "seed"}:
-            leaking.extend(i for i in group["image_id"] if split_of[i] == "test")
+        if TEST in splits and splits & {TRAIN, SEED}:
+            leaking.extend(i for i in group["image_id"] if split_of[i] == TEST)
     return sorted(leaking)

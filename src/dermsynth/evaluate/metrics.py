@@ -30,35 +30,12 @@ import pandas as pd
 
 from dermsynth.data.fst import FST_TYPES, UNKNOWN_FST, FSTGroup, group_label, parse_fst_group
 from dermsynth.errors import DermsynthError
+from dermsynth.schema import ACCURACY_COLUMNS, SUMMARY_COLUMNS
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("image_id", "label", "fst", "prediction")
 PROBABILITY_PREFIX = "p_"
 DEFAULT_GROUPS = "1-2,3-4,5-6"
 
-ACCURACY_COLUMNS: tuple[str, ...] = (
-    "condition",
-    "fst_group",
-    "n",
-    "correct",
-    "accuracy",
-    "ci_low",
-    "ci_high",
-    "wilson_low",
-    "wilson_high",
-)
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "fst_group",
-    "n",
-    "correct",
-    "accuracy",
-    "ci_low",
-    "ci_high",
-    "wilson_low",
-    "wilson_high",
-    "balanced_accuracy",
-    "macro_f1",
-    "n_conditions",
-)
 GAP_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1")
 GAP_ROW_LABEL = "gap"
 
@@ -152,14 +129,7 @@ def _lines(index: Sequence[int] | pd.Index) -> str:
     return f"{word} {', '.join(lines)}" + (f" and {more} more" if more > 0 else "")
 
 
-def load_predictions(path: str | Path) -> pd.DataFrame:
-    """Read and check a predictions CSV; ``fst`` becomes an int (-1 = unknown, rows kept).
-
-    The model's classes (``model_classes``) come from the ``p_<class>`` columns, or, where the
-    file has none, from the set of predictions. Errors name the offending columns, labels and
-    CSV lines.
-    """
-    path = Path(path)
+def _read_predictions(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise DermsynthError(f"no such file: {path}")
     if path.is_dir():
@@ -180,7 +150,42 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
         )
     if frame.empty:
         raise DermsynthError(f"{path}: no predictions (a header but no rows)")
-    frame = frame.reset_index(drop=True)
+    return frame.reset_index(drop=True)
+
+
+def _model_classes_of(path: Path, frame: pd.DataFrame) -> tuple[list[str], str]:
+    """The classes from the ``p_*`` columns (checked numbers), else from the predictions."""
+    prob_columns = [c for c in frame.columns if c.startswith(PROBABILITY_PREFIX)]
+    if not prob_columns:
+        return sorted(frame["prediction"].unique()), "no p_* columns, so the set of predictions"
+    classes = [c[len(PROBABILITY_PREFIX) :] for c in prob_columns]
+    if any(not c.strip() for c in classes):
+        raise DermsynthError(f"{path}: a probability column is named only 'p_'; name its class")
+    for column in prob_columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame.index[values.isna()]
+        if len(bad):
+            raise DermsynthError(f"{path}: {column} is not a number on {_lines(bad)}")
+        frame[column] = values.astype(float)
+    source = "its p_* columns"
+    strange = _unknown_values(frame["prediction"], classes)
+    if strange:
+        raise DermsynthError(
+            f"{path}: prediction(s) not among the model's classes ({source}): "
+            f"{_describe_unknown(strange, classes)}"
+        )
+    return classes, source
+
+
+def load_predictions(path: str | Path) -> pd.DataFrame:
+    """Read and check a predictions CSV; ``fst`` becomes an int (-1 = unknown, rows kept).
+
+    The model's classes (``model_classes``) come from the ``p_<class>`` columns, or, where the
+    file has none, from the set of predictions. Errors name the offending columns, labels and
+    CSV lines.
+    """
+    path = Path(path)
+    frame = _read_predictions(path)
     for column in ("image_id", "label", "prediction"):
         frame[column] = frame[column].str.strip()
         blank = frame.index[frame[column] == ""]
@@ -188,28 +193,7 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
             raise DermsynthError(f"{path}: empty {column} on {_lines(blank)}")
     frame["fst"] = _parse_fst(path, frame["fst"])
     _check_unique_ids(path, frame)
-
-    prob_columns = [c for c in frame.columns if c.startswith(PROBABILITY_PREFIX)]
-    if prob_columns:
-        classes = [c[len(PROBABILITY_PREFIX) :] for c in prob_columns]
-        if any(not c.strip() for c in classes):
-            raise DermsynthError(f"{path}: a probability column is named only 'p_'; name its class")
-        for column in prob_columns:
-            values = pd.to_numeric(frame[column], errors="coerce")
-            bad = frame.index[values.isna()]
-            if len(bad):
-                raise DermsynthError(f"{path}: {column} is not a number on {_lines(bad)}")
-            frame[column] = values.astype(float)
-        source = "its p_* columns"
-        strange = _unknown_values(frame["prediction"], classes)
-        if strange:
-            raise DermsynthError(
-                f"{path}: prediction(s) not among the model's classes ({source}): "
-                f"{_describe_unknown(strange, classes)}"
-            )
-    else:
-        classes = sorted(frame["prediction"].unique())
-        source = "no p_* columns, so the set of predictions"
+    classes, source = _model_classes_of(path, frame)
     unknown = _unknown_values(frame["label"], classes)
     if unknown:
         raise DermsynthError(

@@ -22,25 +22,7 @@ import pandas as pd
 from dermsynth.data.fst import FSTGroup, group_label
 from dermsynth.errors import DermsynthError
 from dermsynth.evaluate.metrics import model_classes
-
-ALL_CONDITIONS = "(all)"
-COMPARE_COLUMNS: tuple[str, ...] = (
-    "condition",
-    "fst_group",
-    "n",
-    "correct_a",
-    "correct_b",
-    "accuracy_a",
-    "accuracy_b",
-    "difference",
-    "both_correct",
-    "only_a_correct",
-    "only_b_correct",
-    "neither_correct",
-    "mcnemar_p",
-    "diff_ci_low",
-    "diff_ci_high",
-)
+from dermsynth.schema import ALL_CONDITIONS, COMPARE_COLUMNS
 
 _MAX_LISTED = 5
 

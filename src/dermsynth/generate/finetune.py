@@ -116,9 +116,10 @@ def finetune(
     from peft.utils import get_peft_model_state_dict
     from tqdm.auto import tqdm
 
+    from dermsynth.config import MaskConfig
     from dermsynth.data.images import load_rgb
     from dermsynth.generate.prompts import default_prompt_table, render_prompt
-    from dermsynth.generate.seeds import MaskParams, generated_mask, square_around
+    from dermsynth.generate.seeds import generated_mask, square_around
 
     # Images and prompts first: a bad image stops the run before any weights are read.
     images = []
@@ -193,7 +194,7 @@ def finetune(
             model_input = noise_scheduler.add_noise(latents, noise, steps_t)
             if params.mode == "inpaint":
                 keep = float(torch.empty(1).uniform_(0.3, 0.8, generator=generator))
-                mask_image = generated_mask(resolution, MaskParams(keep=keep, feather=0))
+                mask_image = generated_mask(resolution, MaskConfig(keep=keep, feather=0))
                 mask = torch.from_numpy(np.asarray(mask_image, dtype=np.float32) / 255.0)[
                     None, None
                 ]

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermsynth.config import PAPER_TEMPLATE
 from dermsynth.errors import DermsynthError
 from dermsynth.io import atomic_write_csv
 
 # Sagers et al. (2022), section 2.3.
-PAPER_TEMPLATE = "An image of {condition} on the {body_part} of a {skin_type_description} {noun}."
 TEMPLATE_FIELDS: tuple[str, ...] = ("condition", "body_part", "skin_type_description", "noun")
 
 SKIN_TYPE_DESCRIPTIONS: dict[int, str] = {

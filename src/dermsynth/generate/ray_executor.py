@@ -10,25 +10,22 @@ A re-run resumes every shard.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dermsynth.config import GeneratorSettings
 from dermsynth.data.manifest import write_manifest
 from dermsynth.errors import DermsynthError
-from dermsynth.generate.backends.base import GenerationParams
-from dermsynth.generate.prompts import PAPER_TEMPLATE
 from dermsynth.generate.run import FAILURES_FILE, MANIFEST_FILE, RunSummary, plan_run
-from dermsynth.generate.seeds import MaskParams
-from dermsynth.io import atomic_write_csv
+from dermsynth.io import FolderLock, atomic_write_csv, clear_partials
 
 
 def _shard(
     seeds_csv: str,
     out: str,
-    params: GenerationParams,
+    params: GeneratorSettings,
     n: int,
     seed_ids: list[str],
     manifest_path: str,
@@ -53,18 +50,37 @@ def _shard(
 def generate_with_ray(
     seeds_csv: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    params: GenerationParams,
+    params: GeneratorSettings,
     n: int = 8,
     *,
     workers: int | None = None,
     prompts_csv: str | os.PathLike[str] | None = None,
-    template: str = PAPER_TEMPLATE,
-    mask: MaskParams | None = None,
     progress: bool = True,
     address: str | None = None,
     num_cpus: int | None = None,
 ) -> RunSummary:
-    """Shard seeds over Ray workers; ``address`` joins a cluster, else a local Ray starts."""
+    """Shard seeds over Ray workers; ``address`` joins a cluster, else a local Ray starts.
+
+    This process holds ``out``'s lock while the shards write (one writer per shard's images).
+    """
+    with FolderLock(out, "a generation run"):
+        clear_partials(out)
+        return _sharded(
+            seeds_csv, out, params, n, workers, prompts_csv, progress, address, num_cpus
+        )
+
+
+def _sharded(
+    seeds_csv: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    params: GeneratorSettings,
+    n: int,
+    workers: int | None,
+    prompts_csv: str | os.PathLike[str] | None,
+    progress: bool,
+    address: str | None,
+    num_cpus: int | None,
+) -> RunSummary:
     try:
         import ray
     except ImportError:
@@ -75,8 +91,6 @@ def generate_with_ray(
         params,
         n,
         prompts_csv=prompts_csv,
-        template=template,
-        mask=mask,
     )
     out = Path(out)
     seed_ids = [s.image_id for s in plan.seeds]
@@ -97,13 +111,9 @@ def generate_with_ray(
         count = max(1, min(count, len(seed_ids)))
         shards = [seed_ids[i::count] for i in range(count)]
         # A GPU worker sees exactly one device (Ray sets CUDA_VISIBLE_DEVICES), hence "cuda".
-        shard_params = replace(params, device="cuda") if use_gpu else params
+        shard_params = params.updated(device="cuda") if use_gpu else params
         task = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=1)(_shard)
-        options = {
-            "prompts_csv": str(prompts_csv) if prompts_csv else None,
-            "template": template,
-            "mask": mask,
-        }
+        options = {"prompts_csv": str(prompts_csv) if prompts_csv else None}
         refs = [
             task.remote(
                 str(seeds_csv),

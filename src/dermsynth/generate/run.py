@@ -32,26 +32,27 @@ from typing import Any
 
 import pandas as pd
 
+from dermsynth.config import GeneratorSettings
 from dermsynth.data.images import BadImageError
 from dermsynth.data.manifest import write_manifest
 from dermsynth.errors import DermsynthError
 from dermsynth.generate.backends.base import (
     Backend,
     BackendFailure,
-    GenerationParams,
     Job,
     Result,
     make_backend,
 )
-from dermsynth.generate.prompts import PAPER_TEMPLATE, read_prompt_table, resolve_prompts
-from dermsynth.generate.seeds import MaskParams, PreparedSeed, load_seeds, prepare_seed
-from dermsynth.io import atomic_write_bytes, atomic_write_json
+from dermsynth.generate.prompts import read_prompt_table, resolve_prompts
+from dermsynth.generate.seeds import PreparedSeed, load_seeds, prepare_seed
+from dermsynth.io import FolderLock, atomic_write_bytes, atomic_write_json, clear_partials
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.csv"
 FAILURES_FILE = "failures.csv"
 # Settings that may change between a run and its resumption without changing any image.
-_RESUMABLE_KEYS = frozenset({"batch_size", "device", "retries", "n"})
+# (batch size is not one: batched arithmetic can shift pixels by a rounding step.)
+_RESUMABLE_KEYS = frozenset({"device", "retries", "n"})
 _UNSAFE_ID_CHARS = set('/\\:*?"<>|')
 
 
@@ -60,7 +61,7 @@ class RunPlan:
     """A validated run: its folder, parameters, prepared seeds and (unloaded) backend."""
 
     out: Path
-    params: GenerationParams
+    params: GeneratorSettings
     n: int
     seeds: list[PreparedSeed]
     backend: Backend
@@ -101,12 +102,10 @@ def _check_ids(ids: Iterable[str]) -> None:
 def plan_run(
     seeds_csv: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    params: GenerationParams,
+    params: GeneratorSettings,
     n: int,
     *,
     prompts_csv: str | os.PathLike[str] | None = None,
-    template: str = PAPER_TEMPLATE,
-    mask: MaskParams | None = None,
     seed_ids: Sequence[str] | None = None,
     write_run_file: bool = True,
 ) -> RunPlan:
@@ -117,9 +116,7 @@ def plan_run(
     """
     if n < 1:
         raise DermsynthError(f"--n must be >= 1, got {n}")
-    params.validate()
-    mask = mask or MaskParams()
-    mask.validate()
+    template, mask = params.template, params.mask
     seeds = load_seeds(seeds_csv)
     _check_ids(seeds["image_id"])
     table = read_prompt_table(prompts_csv) if prompts_csv is not None else None
@@ -139,12 +136,7 @@ def plan_run(
         "model": backend.model_name,
         "resolution": resolution,
         "template": template,
-        "mask": {
-            "keep": mask.keep,
-            "shape": mask.shape,
-            "feather": mask.feather,
-            "crop_scale": mask.crop_scale,
-        },
+        "mask": mask.model_dump(),
     }
     # Checked before the seed crops are rewritten, so a mismatched re-run changes nothing.
     _check_or_write_run_file(out, identity, write=False)
@@ -196,14 +188,19 @@ def _finished(out: Path, image_id: str) -> dict[str, Any] | None:
         row = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None  # a damaged sidecar is remade, never trusted
-    return row if Path(row.get("path", "")).is_file() else None
+    return row if _decodes(Path(row.get("path", ""))) else None
 
 
-def _clean_partials(out: Path) -> None:
-    """Remove temporary files a killed run left behind (they never count as finished)."""
-    for folder in ("images", "candidates", "failures"):
-        for tmp in (out / folder).glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+def _decodes(path: Path) -> bool:
+    """True for an image file that opens and decodes whole (an empty or cut file is remade)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError, ValueError):
+        return False
+    return True
 
 
 def _png(image: Any) -> bytes:
@@ -289,53 +286,63 @@ def _chunks(jobs: list[Job], size: int) -> list[list[Job]]:
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
 
+@dataclass
+class _Executor:
+    """Runs batches of jobs, saving each image and recording each seed that fails."""
+
+    plan: RunPlan
+    summary: RunSummary
+    bar: Any
+    device: str
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def run(self, chunk: list[Job]) -> None:
+        """One batch; a failing batch of several seeds is retried seed by seed."""
+        try:
+            results = self.plan.backend.generate(chunk)
+        except BackendFailure as exc:
+            seed_ids = list(dict.fromkeys(j.seed_id for j in chunk))
+            if len(seed_ids) > 1:
+                # A mixed batch failed: retry seed by seed so only the culprit is marked.
+                for seed_id in seed_ids:
+                    self.run([j for j in chunk if j.seed_id == seed_id])
+                return
+            self.fail(seed_ids[0], str(exc), exc.refused)
+            self.bar.update(len(chunk))
+            return
+        by_seed = {s.image_id: s for s in self.plan.seeds}
+        for result in results:
+            if result.image is None:
+                self.fail(result.job.seed_id, result.error or "no image", result.refused)
+            else:
+                _save(self.plan, by_seed[result.job.seed_id], result, self.device)
+                self.summary.made += 1
+            self.bar.update(1)
+
+    def fail(self, seed_id: str, message: str, refused: bool) -> None:
+        """Record why a seed's images could not be made."""
+        self.failed[seed_id] = _record_failure(self.plan.out, seed_id, message, refused)
+
+
 def execute(plan: RunPlan, *, progress: bool = True) -> RunSummary:
     """Make the missing candidates of a planned run; one seed's failure does not stop the rest."""
     from tqdm.auto import tqdm
 
     summary = RunSummary(plan.out)
     summary.total = len(plan.seeds) * plan.n
-    _clean_partials(plan.out)
     jobs = _jobs(plan, summary)
     if not jobs:
         return summary
-    by_seed = {s.image_id: s for s in plan.seeds}
     plan.backend.load()
-    device = plan.backend.device_name()
-    failed: dict[str, dict[str, Any]] = {}
-
-    def run_chunk(chunk: list[Job]) -> None:
-        try:
-            results = plan.backend.generate(chunk)
-        except BackendFailure as exc:
-            seed_ids = list(dict.fromkeys(j.seed_id for j in chunk))
-            if len(seed_ids) > 1:
-                # A mixed batch failed: retry seed by seed so only the culprit is marked.
-                for seed_id in seed_ids:
-                    run_chunk([j for j in chunk if j.seed_id == seed_id])
-                return
-            failed[seed_ids[0]] = _record_failure(plan.out, seed_ids[0], str(exc), exc.refused)
-            bar.update(len(chunk))
-            return
-        for result in results:
-            if result.image is None:
-                failed[result.job.seed_id] = _record_failure(
-                    plan.out, result.job.seed_id, result.error or "no image", result.refused
-                )
-            else:
-                _save(plan, by_seed[result.job.seed_id], result, device)
-                summary.made += 1
-            bar.update(1)
-
     # Batches may span seeds (a full GPU batch even with small n); order stays seed-major.
     with tqdm(total=len(jobs), desc="generating", unit="img", disable=not progress) as bar:
+        executor = _Executor(plan, summary, bar, plan.backend.device_name())
         for chunk in _chunks(jobs, max(1, plan.params.batch_size)):
-            run_chunk(chunk)
-
+            executor.run(chunk)
     for seed in plan.seeds:
-        if seed.image_id not in failed:
+        if seed.image_id not in executor.failed:
             (plan.out / "failures" / f"{seed.image_id}.json").unlink(missing_ok=True)
-    summary.failures = list(failed.values())
+    summary.failures = list(executor.failed.values())
     return summary
 
 
@@ -374,30 +381,38 @@ def write_outputs(
 def generate(
     seeds_csv: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    params: GenerationParams,
+    params: GeneratorSettings,
     n: int = 8,
     *,
     prompts_csv: str | os.PathLike[str] | None = None,
-    template: str = PAPER_TEMPLATE,
-    mask: MaskParams | None = None,
     progress: bool = True,
     seed_ids: Sequence[str] | None = None,
     manifest_path: str | os.PathLike[str] | None = None,
     on_planned: Callable[[RunPlan], None] | None = None,
 ) -> RunSummary:
-    """Generate ``n`` candidates per seed into ``out`` (resumable); returns what it did."""
-    plan = plan_run(
-        seeds_csv,
-        out,
-        params,
-        n,
-        prompts_csv=prompts_csv,
-        template=template,
-        mask=mask,
-        seed_ids=seed_ids,
-        write_run_file=seed_ids is None,
-    )
-    if on_planned is not None:
-        on_planned(plan)
-    summary = execute(plan, progress=progress)
-    return write_outputs(plan, summary, Path(manifest_path) if manifest_path else None)
+    """Generate ``n`` candidates per seed into ``out`` (resumable); returns what it did.
+
+    A whole run holds ``out``'s lock (one writer) and first clears what a killed run left; a
+    shard (``seed_ids``, one worker's share) runs under the lock its driver holds.
+    """
+
+    def run() -> RunSummary:
+        plan = plan_run(
+            seeds_csv,
+            out,
+            params,
+            n,
+            prompts_csv=prompts_csv,
+            seed_ids=seed_ids,
+            write_run_file=seed_ids is None,
+        )
+        if on_planned is not None:
+            on_planned(plan)
+        summary = execute(plan, progress=progress)
+        return write_outputs(plan, summary, Path(manifest_path) if manifest_path else None)
+
+    if seed_ids is not None:
+        return run()
+    with FolderLock(out, "a generation run"):
+        clear_partials(out)
+        return run()

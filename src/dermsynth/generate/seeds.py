@@ -17,40 +17,11 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
+from dermsynth.config import MaskConfig
 from dermsynth.data.images import BadImageError, load_rgb
 from dermsynth.data.manifest import load_manifest
 from dermsynth.errors import DermsynthError
 from dermsynth.io import atomic_write_bytes
-
-MASK_SHAPES: tuple[str, ...] = ("ellipse", "rect")
-
-
-@dataclass(frozen=True)
-class MaskParams:
-    """How a generated mask looks.
-
-    ``keep``: side of the kept lesion region as a share of the crop (without a box);
-    ``shape``: ellipse or rect; ``feather``: blur radius of the edge, in pixels of the crop;
-    ``crop_scale``: crop side as a multiple of the box's longer side (with a box).
-    """
-
-    keep: float = 0.6
-    shape: str = "ellipse"
-    feather: float = 4.0
-    crop_scale: float = 1.5
-
-    def validate(self) -> None:
-        """Refuse values that make no mask."""
-        if not 0.0 < self.keep < 1.0:
-            raise DermsynthError(f"--mask-keep must be in (0, 1), got {self.keep}")
-        if self.shape not in MASK_SHAPES:
-            raise DermsynthError(
-                f"--mask-shape must be one of {', '.join(MASK_SHAPES)}, got {self.shape!r}"
-            )
-        if self.feather < 0:
-            raise DermsynthError(f"--mask-feather must be >= 0, got {self.feather}")
-        if self.crop_scale < 1.0:
-            raise DermsynthError(f"--crop-scale must be >= 1, got {self.crop_scale}")
 
 
 @dataclass
@@ -123,7 +94,7 @@ def square_around(
 
 def generated_mask(
     resolution: int,
-    params: MaskParams,
+    params: MaskConfig,
     lesion: tuple[float, float, float, float] | None = None,
 ) -> Image.Image:
     """White border to redraw around a black kept region (the lesion box, or the centre)."""
@@ -152,7 +123,7 @@ def _png_bytes(image: Image.Image) -> bytes:
 def prepare_seed(
     row: dict,
     resolution: int,
-    params: MaskParams,
+    params: MaskConfig,
     out_dir: str | os.PathLike[str],
 ) -> PreparedSeed:
     """Crop, resize and mask one seed; save both PNGs under ``out_dir`` for inspection.

@@ -1,115 +1,37 @@
 """The study report: one self-contained HTML page plus every table as CSV beside it.
 
-The page holds the paper's Table 1, Figure 2, Table 2, Figure 3, Table 3 and Supplementary
-Table 1, a dose-response plot, the paired tests between arms and the fairness gap. Images are
-embedded as base64 PNG data URIs and the style sheet is inline, so the file can be mailed or
-archived alone. A run that is not finished still gets a report: what exists is shown, and what
-is missing is listed at the top.
+The page opens with the study's findings (:mod:`dermsynth.study.findings`: every comparison of
+the synthetic arm with every other arm, in both directions, favourable or not), then the
+paper's Table 1, Figure 2, Table 2, Figure 3, Table 3 and Supplementary Table 1, every arm at
+the full dose, the comparisons with their corrected p-values, fairness across the test groups
+and the methods. Sections are built here as data and laid out by the Jinja2 template
+``templates/report.html.j2``; figures come from :mod:`dermsynth.report.figures`. Images are
+embedded as base64 PNG and the style sheet is inline, so the file can be mailed or archived
+alone. An unfinished run still gets a report: what exists is shown, what is missing is listed.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from dermsynth.arms import ARMS, PAPER_ARMS
 from dermsynth.data.fst import roman_label
 from dermsynth.data.simulate import SIMULATED_NOTE
 from dermsynth.io import atomic_write_csv, atomic_write_text
 from dermsynth.report import figures, tables
 from dermsynth.report.load import StudyRun, load_run
+from dermsynth.study.findings import headline
 from dermsynth.study.layout import report_dir
 
 REPORT_FILE = "index.html"
-CSV_FILES: dict[str, str] = {
-    "table1": "table1.csv",
-    "table2": "table2.csv",
-    "table3": "table3.csv",
-    "spillover": "supp_table1.csv",
-    "paired": "paired.csv",
-    "gaps": "gaps.csv",
-}
-
-
-@dataclass
-class Report:
-    """A rendered report: the page, its tables (tidy, for CSV) and what was missing."""
-
-    run: StudyRun
-    html: str
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- HTML pieces
-
-
-def _cell(value: object) -> str:
-    """Escaped cell text; a second line (the spread over repeats) is set smaller."""
-    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-    first, *rest = text.split("\n")
-    out = html.escape(first)
-    for line in rest:
-        if line:
-            out += f'<br><span class="sub">{html.escape(line)}</span>'
-    return out
-
-
-def html_table(frame: pd.DataFrame, caption: str | None = None) -> str:
-    """A DataFrame as an HTML table; two-level columns get spanning group headings."""
-    parts = ['<div class="scroll"><table>']
-    if caption:
-        parts.append(f"<caption>{html.escape(caption)}</caption>")
-    parts.append("<thead>")
-    columns = list(frame.columns)
-    if isinstance(frame.columns, pd.MultiIndex):
-        depth = frame.columns.nlevels
-        for level in range(depth):
-            parts.append("<tr>")
-            i = 0
-            while i < len(columns):
-                span = 1
-                while (
-                    i + span < len(columns)
-                    and columns[i + span][: level + 1] == columns[i][: level + 1]
-                    and level < depth - 1
-                ):
-                    span += 1
-                label = _cell(columns[i][level])
-                attr = f' colspan="{span}"' if span > 1 else ""
-                cls = ' class="group"' if level < depth - 1 and columns[i][level] else ""
-                parts.append(f"<th{attr}{cls}>{label}</th>")
-                i += span
-            parts.append("</tr>")
-    else:
-        parts.append("<tr>" + "".join(f"<th>{_cell(c)}</th>" for c in columns) + "</tr>")
-    parts.append("</thead><tbody>")
-    for row in frame.itertuples(index=False):
-        cells = "".join(
-            f'<td class="{"first" if j == 0 else "val"}">{_cell(v)}</td>' for j, v in enumerate(row)
-        )
-        parts.append(f"<tr>{cells}</tr>")
-    parts.append("</tbody></table></div>")
-    return "".join(parts)
-
-
-def _image(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
-
-
-def _csv_note(name: str) -> str:
-    return f'<p class="csv">Also as CSV: <code>{html.escape(CSV_FILES[name])}</code></p>'
-
-
-_STYLE = """
+TEMPLATE = "report.html.j2"
+STYLE = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d1d1f;
        margin: 0 auto; max-width: 1180px; padding: 0 24px 40px; }
 h1 { font-size: 24px; margin: 18px 0 4px; }
@@ -119,7 +41,7 @@ h3 { font-size: 15px; margin: 20px 0 4px; }
           padding: 10px 14px; margin: 14px 0; border-radius: 4px; }
 .missing { background: #fff8e5; border: 1px solid #e0b000; padding: 8px 14px; margin: 14px 0;
            border-radius: 4px; }
-.missing li { margin: 2px 0; }
+.lead { font-size: 15px; background: #f4f7fb; border-left: 4px solid #0072B2; padding: 8px 12px; }
 .meta { color: #444; } .meta td { padding: 1px 12px 1px 0; vertical-align: top; }
 .meta td:first-child { color: #777; white-space: nowrap; }
 .scroll { overflow-x: auto; }
@@ -134,328 +56,503 @@ tbody tr:nth-child(even) td { background: #fafafa; }
 .sub { color: #777; font-size: 11px; }
 .note { color: #555; font-size: 13px; max-width: 900px; }
 .csv { color: #777; font-size: 12px; }
+.list li { margin: 2px 0; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; margin: 6px 0; }
 nav a { margin-right: 12px; }
 footer { margin-top: 40px; color: #777; font-size: 12px; border-top: 1px solid #ddd; }
 """
 
 
+# --------------------------------------------------------------------------- page pieces
+
+
+@dataclass
+class HeaderCell:
+    """A column heading spanning ``span`` columns."""
+
+    text: str
+    span: int = 1
+    group: bool = False
+
+
+@dataclass
+class TableView:
+    """A DataFrame as the template lays it out: heading rows with spans, cells as lines."""
+
+    header: list[list[HeaderCell]]
+    rows: list[list[list[str]]]
+
+
+def table_view(frame: pd.DataFrame) -> TableView:
+    """A DataFrame as a :class:`TableView`; two-level columns get spanning group headings."""
+    columns = list(frame.columns)
+    if isinstance(frame.columns, pd.MultiIndex):
+        depth = frame.columns.nlevels
+        header = []
+        for level in range(depth):
+            row: list[HeaderCell] = []
+            i = 0
+            while i < len(columns):
+                span = 1
+                while (
+                    level < depth - 1
+                    and i + span < len(columns)
+                    and columns[i + span][: level + 1] == columns[i][: level + 1]
+                ):
+                    span += 1
+                text = str(columns[i][level])
+                row.append(HeaderCell(text, span, level < depth - 1 and bool(text)))
+                i += span
+            header.append(row)
+    else:
+        header = [[HeaderCell(str(c)) for c in columns]]
+    rows = [[_lines(v) for v in record] for record in frame.itertuples(index=False)]
+    return TableView(header, rows)
+
+
+def _lines(value: object) -> list[str]:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return [""]
+    return str(value).split("\n")
+
+
+@dataclass
+class Block:
+    """One piece of a section: a note, a heading, a table, an image or a list."""
+
+    kind: str
+    text: str = ""
+    caption: str = ""
+    view: TableView | None = None
+    data: str = ""
+    items: list[str] = field(default_factory=list)
+
+
+def note(text: str) -> Block:
+    """A paragraph of explanation."""
+    return Block("note", text)
+
+
+def table_block(frame: pd.DataFrame, caption: str = "") -> Block:
+    """A table with its caption."""
+    return Block("table", caption=caption, view=table_view(frame))
+
+
+def image_block(png: bytes, alt: str) -> Block:
+    """A figure, embedded."""
+    return Block("image", text=alt, data=base64.b64encode(png).decode("ascii"))
+
+
+@dataclass
+class Section:
+    """A section of the page and the CSV files of its tables."""
+
+    anchor: str
+    nav: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+    csv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """A rendered report: the page, its tables (tidy, for CSV) and what was missing."""
+
+    run: StudyRun
+    html: str
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def _absent(what: str, needs: str) -> list[Block]:
+    return [note(f"Not available: {what} needs {needs}, which this run does not have yet.")]
+
+
 # --------------------------------------------------------------------------- sections
 
 
-def _section(anchor: str, title: str, body: list[str]) -> str:
-    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{"".join(body)}</section>'
+class _Builder:
+    """Builds the sections of one run's report, collecting its CSV tables and what is missing."""
 
-
-def _absent(what: str, needs: str) -> list[str]:
-    return [_note(f"Not available: {what} needs {needs}, which this run does not have yet.")]
-
-
-def _config_list(config: dict[str, object], key: str) -> list[str]:
-    value = config.get(key)
-    return [str(v) for v in value] if isinstance(value, list) else []
-
-
-def _directions(config: dict[str, object]) -> str:
-    out = []
-    for item in config.get("directions") or []:
-        if isinstance(item, dict) and item.get("train"):
-            tests = ", ".join(roman_label(t) for t in item.get("test") or [])
-            out.append(f"train FST {roman_label(item['train'])} → test {tests}")
-    return "; ".join(out)
-
-
-def _header(run: StudyRun, tables_: dict[str, pd.DataFrame]) -> list[str]:
-    config = run.config
-    parts = []
-    if run.simulated:
-        parts.append(
-            f'<div class="banner">SIMULATED DATA: {html.escape(SIMULATED_NOTE)}. Every number, '
-            "table and figure in this report comes from images the package made itself; none "
-            "says anything about real patients or real classifiers.</div>"
+    def __init__(self, run: StudyRun, max_seeds: int) -> None:
+        self.run = run
+        self.max_seeds = max_seeds
+        self.config = run.config
+        self.full_dose = run.full_dose
+        self.augmented = list(self.config.augmented)
+        self.arms = [a for a in ARMS if a in self.config.arms]
+        self.out: dict[str, pd.DataFrame] = {}
+        self.missing = list(run.missing)
+        summary = run.table("summary")
+        self.cells = (
+            tables.arm_cells(summary, self.augmented, self.full_dose, self.arms)
+            if summary is not None
+            else None
         )
-    name = str(config.get("name", run.path.name))
-    parts.append(f"<h1>Study report: {html.escape(name)}</h1>")
-    runs = run.table("runs")
-    progress = "unknown (results/runs.csv missing)"
-    if runs is not None:
-        done = int((runs["status"].str.lower() == "done").sum())
-        progress = f"{done} of {len(runs)} done"
-    rows = [
-        ("Run folder", str(run.path)),
-        ("Config fingerprint", run.fingerprint or "(none)"),
-        ("Conditions", ", ".join(_config_list(config, "conditions"))),
-        ("Augmented", ", ".join(_config_list(config, "augmented"))),
-        ("Directions", _directions(config)),
-        ("Arms", ", ".join(_config_list(config, "arms"))),
-        (
-            "Doses (synthetic images)",
-            ", ".join(_config_list(config, "doses"))
-            + (f"; full arm = {run.full_dose}" if run.full_dose else ""),
-        ),
-        ("Repeats", str(config.get("repeats", 1))),
-        ("Runs", progress),
-    ]
-    parts.append(
-        '<table class="meta">'
-        + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
-        + "</table>"
-    )
-    return parts
 
+    def keep(self, name: str, frame: pd.DataFrame) -> str:
+        """Remember a tidy table for its CSV; returns the file name."""
+        self.out[name] = frame
+        return f"{name}.csv"
 
-def _missing_box(missing: list[str]) -> str:
-    items = "".join(f"<li>{html.escape(m)}</li>" for m in missing)
-    return (
-        '<div class="missing"><strong>This report is incomplete.</strong> It shows what the run '
-        f"has finished; missing:<ul>{items}</ul>Re-run <code>dermsynth study run</code> to "
-        "finish it, then <code>dermsynth report</code> again.</div>"
-    )
+    def findings(self) -> Section:
+        section = Section("findings", "Findings", "Findings")
+        found = self.run.table("findings")
+        if found is None or found.empty:
+            section.blocks = _absent("the findings", "results/findings.csv (finished runs)")
+            return section
+        counts = headline(found)
+        section.blocks.append(
+            Block(
+                "lead",
+                f"Of {counts['comparisons']} comparisons of the synthetic arm (at the full dose "
+                f"of {self.full_dose} images) with another arm, on the augmented condition in "
+                f"each test group of each direction: {counts['better']} favour the synthetic "
+                f"arm, {counts['worse']} favour the other arm, and {counts['no_difference']} show "
+                f"no significant difference after Holm correction. {counts['harms']} spillover "
+                f"comparisons show a drop on another condition "
+                f"({counts['significant_harms']} significant after correction).",
+            )
+        )
+        section.blocks.append(
+            note(
+                "Every cell is shown, in both directions, by the rules in Methods: a verdict "
+                "needs Holm-adjusted p < 0.05 over the whole family of comparisons; the numbers "
+                "are synthetic minus the other arm, with 95% hierarchical-bootstrap intervals."
+            )
+        )
+        for (direction, condition), _ in found[found["kind"] != "harm"].groupby(
+            ["direction", "augmented"], sort=False
+        ):
+            shown = tables.findings_display(found, direction, condition)
+            section.blocks.append(
+                table_block(shown, f"{tables.direction_label(direction)}, {condition} augmented")
+            )
+        section.blocks.append(
+            image_block(figures.forest_figure(found, self.run.simulated), "Forest plot")
+        )
+        harms = tables.harms_display(found)
+        section.blocks.append(Block("heading", "Largest drops on other conditions (spillover)"))
+        section.blocks.append(
+            table_block(harms) if not harms.empty else note("No drop on another condition.")
+        )
+        section.csv = [self.keep("findings", found)]
+        return section
 
-
-_NAV = [
-    ("table1", "Table 1"),
-    ("figure2", "Figure 2"),
-    ("table2", "Table 2"),
-    ("figure3", "Figure 3"),
-    ("table3", "Table 3"),
-    ("spillover", "Supp. Table 1"),
-    ("paired", "Paired tests"),
-    ("gaps", "Fairness gap"),
-    ("methods", "Methods"),
-]
-
-
-def render_report(run_dir: str | Path, max_seeds: int = 4) -> Report:
-    """Load a study run and render its report page (nothing is written)."""
-    run = load_run(run_dir)
-    missing = list(run.missing)
-    config = run.config
-    augmented = _config_list(config, "augmented")
-    arms = [a for a in tables.ARM_ORDER if a in (_config_list(config, "arms") or tables.ARM_ORDER)]
-    simulated = run.simulated
-    out: dict[str, pd.DataFrame] = {}
-    body: list[str] = []
-
-    # Table 1
-    table1 = run.table("table1")
-    if table1 is not None:
-        out["table1"] = table1
-        section = [
-            html_table(
+    def table1(self) -> Section:
+        section = Section("table1", "Table 1", "Table 1: sample sizes")
+        table1 = self.run.table("table1")
+        if table1 is None:
+            section.blocks = _absent("Table 1", "results/table1.csv")
+            return section
+        section.blocks = [
+            table_block(
                 tables.table1_display(table1),
                 "Sample sizes of the conditions by Fitzpatrick skin type",
-            ),
-            _csv_note("table1"),
-        ]
-    else:
-        section = _absent("Table 1", "results/table1.csv")
-    body.append(_section("table1", "Table 1: sample sizes", section))
-
-    # Figure 2
-    fig2 = run.table("figure2")
-    if fig2 is not None and not fig2.empty:
-        blocks = figures.figure2(fig2, run.path, max_seeds=max_seeds, simulated=simulated)
-        section = [
-            _note(
-                "Each row: a seed image (blue frame) and the synthetic images selected "
-                "from its candidates, best-ranked first."
             )
         ]
-        for block in blocks:
-            section.append(_image(block.png, f"Figure 2: {block.condition}, {block.direction}"))
+        section.csv = [self.keep("table1", table1)]
+        return section
+
+    def figure2(self) -> Section:
+        section = Section(
+            "figure2", "Figure 2", "Figure 2: seeds and their selected synthetic images"
+        )
+        fig2 = self.run.table("figure2")
+        if fig2 is None:
+            section.blocks = _absent("Figure 2", "results/figure2.csv")
+            return section
+        if fig2.empty:
+            section.blocks = [note("No seeds with selected synthetic images yet.")]
+            return section
+        section.blocks.append(
+            note(
+                "Each row: a seed image (blue frame) and the synthetic images the study trains "
+                "on from its candidates, best-ranked first."
+            )
+        )
+        for block in figures.figure2(fig2, self.run.path, self.max_seeds, self.run.simulated):
+            section.blocks.append(
+                image_block(block.png, f"Figure 2: {block.condition}, {block.direction}")
+            )
             if block.seeds_shown < block.seeds_total:
-                section.append(_note(f"{block.seeds_shown} of {block.seeds_total} seeds shown."))
+                section.blocks.append(
+                    note(f"{block.seeds_shown} of {block.seeds_total} seeds shown.")
+                )
             if block.missing:
-                missing.append(
+                self.missing.append(
                     f"Figure 2 ({block.condition}, {block.direction}): {len(block.missing)} "
                     f"image(s) not found or unreadable, e.g. {block.missing[0]}"
                 )
-    elif fig2 is not None:
-        section = [
-            _note("No seeds with selected synthetic images yet (results/figure2.csv is empty).")
-        ]
-    else:
-        section = _absent("Figure 2", "results/figure2.csv")
-    body.append(_section("figure2", "Figure 2: seeds and their selected synthetic images", section))
+        return section
 
-    accuracy = run.table("accuracy")
-    t2 = t3 = None
-    full_dose = (
-        tables.full_dose_of(accuracy, run.full_dose) if accuracy is not None else run.full_dose
-    )
-    if accuracy is not None:
-        t2 = tables.table2(accuracy, augmented, full_dose)
-        t3 = tables.table3(accuracy, augmented)
-        out["table2"], out["table3"] = t2, t3
-
-    # Table 2 and Figure 3
-    if t2 is not None and not t2.empty:
-        section = []
-        for condition in dict.fromkeys(t2["augmented"]):
-            section.append(
-                html_table(
-                    tables.table2_display(t2, condition, arms, full_dose),
+    def table2(self) -> Section:
+        section = Section("table2", "Table 2", "Table 2: accuracy by arm, direction and skin type")
+        if self.cells is None or self.cells.empty:
+            section.blocks = _absent("Table 2", "rows in results/summary.csv")
+            return section
+        paper = [a for a in PAPER_ARMS if a in self.arms]
+        for condition in dict.fromkeys(self.cells["augmented"]):
+            section.blocks.append(
+                table_block(
+                    tables.table2_display(self.cells, condition, paper),
                     f"{condition}: classification accuracy (95% CI), N",
                 )
             )
-        section.append(_csv_note("table2"))
-        figure3 = [
-            _image(figures.figure3(t2, simulated), "Figure 3"),
-            _note(
-                "Bars: accuracy of the augmented condition in each test group; whiskers: 95% CI."
-            ),
-        ]
-    else:
-        section = _absent("Table 2", "rows in results/accuracy.csv")
-        figure3 = _absent("Figure 3", "rows in results/accuracy.csv")
-    body.append(_section("table2", "Table 2: accuracy by arm, direction and skin type", section))
-    body.append(_section("figure3", "Figure 3: accuracy by arm", figure3))
+        section.blocks.append(note(_interval_note(self.cells)))
+        section.csv = [self.keep("table2", self.cells)]
+        return section
 
-    # Table 3 and the dose-response plot
-    if t3 is not None and not t3.empty and t2 is not None:
-        section = [
-            html_table(
+    def every_arm(self) -> Section:
+        section = Section("arms", "Every arm", "Every arm at the full dose")
+        controls = [a for a in self.arms if a not in PAPER_ARMS]
+        if self.cells is None or self.cells.empty or not controls:
+            section.blocks = [note("This study trained only the paper's arms.")]
+            return section
+        section.blocks.append(
+            note(
+                "The control arms add as many rows (or as much sampling weight) as the synthetic "
+                "arm at the same dose, made without a generator; extra-real adds real images "
+                "of the target group: the ceiling."
+            )
+        )
+        for condition in dict.fromkeys(self.cells["augmented"]):
+            section.blocks.append(
+                table_block(
+                    tables.arms_display(self.cells, condition),
+                    f"{condition}: accuracy (95% CI) of every arm",
+                )
+            )
+        section.csv = ["table2.csv"]
+        return section
+
+    def figure3(self) -> Section:
+        section = Section("figure3", "Figure 3", "Figure 3: accuracy by arm")
+        if self.cells is None or self.cells.empty:
+            section.blocks = _absent("Figure 3", "rows in results/summary.csv")
+            return section
+        section.blocks = [
+            image_block(figures.figure3(self.cells, self.run.simulated), "Figure 3"),
+            note("Bars: accuracy of the augmented condition in each test group; whiskers: 95% CI."),
+        ]
+        return section
+
+    def table3(self) -> Section:
+        section = Section("table3", "Table 3", "Table 3: dose-response")
+        summary = self.run.table("summary")
+        t3 = tables.table3(summary, self.augmented) if summary is not None else None
+        if t3 is None or t3.empty or self.cells is None:
+            section.blocks = _absent("Table 3", "synthetic-arm rows in results/summary.csv")
+            return section
+        section.blocks = [
+            table_block(
                 tables.table3_display(t3),
                 "Accuracy of the augmented condition by number of synthetic images added",
             ),
-            _csv_note("table3"),
-            _image(figures.dose_response_figure(t3, t2, simulated), "Dose-response"),
+            image_block(
+                figures.dose_response_figure(t3, self.cells, self.run.simulated), "Dose-response"
+            ),
         ]
-    else:
-        section = _absent("Table 3", "synthetic-arm rows in results/accuracy.csv")
-    body.append(_section("table3", "Table 3: dose-response", section))
+        section.csv = [self.keep("table3", t3)]
+        return section
 
-    # Supplementary Table 1
-    if accuracy is not None:
-        sp = tables.spillover(accuracy, augmented, full_dose)
-        out["spillover"] = sp
-        section = [
-            _note(
-                "Change in accuracy of every condition (full synthetic arm minus real) "
-                "when one condition is augmented."
+    def spillover(self) -> Section:
+        section = Section(
+            "spillover", "Supp. Table 1", "Supplementary Table 1: spillover to other conditions"
+        )
+        comparisons = self.run.table("comparisons")
+        if comparisons is None:
+            section.blocks = _absent("Supplementary Table 1", "results/comparisons.csv")
+            return section
+        sp = tables.spillover(comparisons, self.full_dose)
+        section.blocks.append(
+            note(
+                "Change in accuracy of every condition (full synthetic arm minus real) when one "
+                "condition is augmented, with its 95% interval and Holm p (spillover family)."
             )
-        ]
+        )
         for (direction, condition), _ in sp.groupby(["direction", "augmented"], sort=False):
-            section.append(
-                html_table(
+            section.blocks.append(
+                table_block(
                     tables.spillover_display(sp, direction, condition),
                     f"{tables.direction_label(direction)}, {condition} augmented",
                 )
             )
-        section.append(_csv_note("spillover"))
-    else:
-        section = _absent("Supplementary Table 1", "results/accuracy.csv")
-    body.append(
-        _section("spillover", "Supplementary Table 1: spillover to other conditions", section)
-    )
+        section.csv = [self.keep("supp_table1", sp)]
+        return section
 
-    # Paired tests
-    paired = run.table("paired")
-    if paired is not None:
-        ps = tables.paired_summary(paired)
-        out["paired"] = ps
-        section = [
-            _note(
-                "Arm B against arm A on the same test images: McNemar's exact test on the "
-                "discordant images, and a bootstrap 95% CI of the accuracy difference. Shown: "
-                "the augmented condition and all conditions together at the full dose; every "
+    def comparisons(self) -> Section:
+        section = Section("comparisons", "Comparisons", "The synthetic arm against every other arm")
+        comparisons = self.run.table("comparisons")
+        if comparisons is None:
+            section.blocks = _absent("The comparisons", "results/comparisons.csv")
+            return section
+        section.blocks.append(
+            note(
+                "Paired on the same test images. The difference is pooled over repeats with a "
+                "hierarchical bootstrap over repeats and test images (95% CI and p); McNemar's "
+                "exact test per repeat is summarised beside it. Holm and Benjamini-Hochberg "
+                "adjust p over the family stated in Methods. Shown: the full dose; every "
                 "condition and dose is in the CSV."
-            ),
-        ]
-        for (direction, condition), _ in ps.groupby(["direction", "augmented"], sort=False):
-            shown = tables.paired_display(ps, direction, condition, full_dose)
-            if not shown.empty:
-                section.append(
-                    html_table(shown, f"{tables.direction_label(direction)}, {condition} augmented")
-                )
-        if ps.empty:
-            section.append(_note("No paired comparisons yet."))
-        section.append(_csv_note("paired"))
-    else:
-        section = _absent("The paired tests", "results/paired.csv")
-    body.append(_section("paired", "Paired tests between arms", section))
-
-    # Fairness gap
-    groups = run.table("groups")
-    if groups is not None:
-        gp = tables.gaps(groups)
-        out["gaps"] = gp
-        shown = tables.gaps_display(gp, full_dose)
-        section = [
-            _note(
-                "Best minus worst test-group accuracy (all conditions together) of each "
-                "model: smaller is fairer. Balanced accuracy gaps are in the CSV."
             )
+        )
+        for (direction, condition), _ in comparisons.groupby(
+            ["direction", "augmented"], sort=False
+        ):
+            shown = tables.comparisons_display(comparisons, direction, condition, self.full_dose)
+            if not shown.empty:
+                section.blocks.append(
+                    table_block(
+                        shown, f"{tables.direction_label(direction)}, {condition} augmented"
+                    )
+                )
+        section.csv = [self.keep("comparisons", comparisons)]
+        return section
+
+    def fairness(self) -> Section:
+        section = Section("fairness", "Fairness", "Fairness across the test groups")
+        fairness = self.run.table("fairness")
+        if fairness is None or fairness.empty:
+            section.blocks = _absent("The fairness table", "results/fairness.csv")
+            return section
+        section.blocks = [
+            note(
+                "Per model (means over repeats): the worst test group and its accuracy, the gap "
+                "and ratio between the worst and best group, the largest gap in true-positive "
+                "rate of one condition across groups (equal opportunity), and one-vs-rest AUROC "
+                "and expected calibration error (15 bins) per group."
+            ),
+            table_block(tables.fairness_display(fairness, self.full_dose)),
+            image_block(figures.gap_figure(fairness, self.full_dose, self.run.simulated), "Gap"),
         ]
-        if not shown.empty:
-            section += [
-                html_table(shown, "Gap between the best and worst test group"),
-                _image(figures.gap_figure(gp, full_dose, simulated), "Fairness gap"),
-            ]
-            if bool((gp["repeats"] > 1).any()):
-                section.append(_note("± and whiskers: SD of the gap over repeats."))
-        section.append(_csv_note("gaps"))
-    else:
-        section = _absent("The fairness gap", "results/groups.csv")
-    body.append(_section("gaps", "Fairness gap", section))
+        section.csv = [self.keep("fairness", fairness)]
+        return section
 
-    body.append(_section("methods", "Methods and reading notes", _methods(config, full_dose)))
-
-    title = f"dermsynth report: {config.get('name', run.path.name)}"
-    if simulated:
-        title += " (simulated data)"
-    nav = "<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in _NAV) + "</nav>"
-    footer = (
-        f"<footer><p>{html.escape(SIMULATED_NOTE)}.</p></footer>"
-        if simulated
-        else "<footer><p>Generated by dermsynth report.</p></footer>"
-    )
-    page = "".join(
-        [
-            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
-            *_header(run, out),
-            _missing_box(missing) if missing else "",
-            nav,
-            *body,
-            footer,
-            "</body></html>\n",
-        ]
-    )
-    return Report(run=run, html=page, tables=out, missing=missing)
+    def methods(self) -> Section:
+        return Section("methods", "Methods", "Methods and reading notes", _methods(self.run))
 
 
-def _methods(config: dict[str, object], full_dose: int | None) -> list[str]:
-    repeats = config.get("repeats", 1)
-    notes = [
-        "Accuracy of a condition in a skin-type group is the share of that group's test images "
-        "of the condition that the model predicted as that condition. Its 95% CI is the normal "
-        "approximation (Wald) clipped to [0, 1], as in Sagers et al. (0.175 with N = 177 gives "
-        "0.12-0.23); Wilson intervals are in results/accuracy.csv.",
-        "Arms: real (training group only), real+seed (plus the seed images), "
-        f"real+seed+synthetic (plus seeds and the full {full_dose or 'largest'} synthetic "
-        "images). Seeds are never in any test set, so every arm of a direction is scored on "
-        "the same test images.",
-        f"Repeats ({repeats} in this study): with more than one, a cell is the mean accuracy "
-        "over repeats and its 95% CI is the Wald interval at that mean with the cell's N test "
-        "images (the test images are the same in every repeat, so pooling them would overstate "
-        "the precision); the spread across repeats (SD, min-max) is given under it. With one "
-        "repeat the cell is the run's own accuracy and CI.",
-        "Paired tests with repeats: mean difference and its SD over repeats, the median McNemar "
-        "p, how many repeats reached p < 0.05, and as CI the envelope of the repeats' bootstrap "
-        "intervals (lowest lower bound to highest upper bound), which is conservative.",
-        "A '—' marks a cell with no result: a group not tested in that direction, or a run not "
-        "finished.",
+def _interval_note(cells: pd.DataFrame) -> str:
+    repeats = int(cells["repeats"].max()) if len(cells) else 1
+    if repeats > 1:
+        return (
+            f"Each cell: the mean accuracy over {repeats} repeats (different training seeds, the "
+            "same test images); its 95% interval is a hierarchical bootstrap over repeats and "
+            "test images, so it includes training-seed variation (the paper's single-run Wald "
+            "intervals do not). Under it: the SD and range over repeats."
+        )
+    return "Each cell: one run's accuracy with its 95% Wald interval, as the paper reports it."
+
+
+def _methods(run: StudyRun) -> list[Block]:
+    from dermsynth.study import findings
+
+    config = run.config
+    rules = [line.strip() for line in (findings.__doc__ or "").split("\n\n")[1].splitlines()]
+    arms = [f"{a}: {ARMS[a].summary}" for a in ARMS if a in config.arms]
+    return [
+        note(
+            "Accuracy of a condition in a skin-type group is the share of that group's test "
+            "images of the condition that the model predicted as that condition. With one run "
+            "its 95% CI is the Wald interval clipped to [0, 1] (the paper's: 0.175 with N = 177 "
+            "gives 0.12-0.23); with repeats, a hierarchical bootstrap over repeats and images."
+        ),
+        Block("heading", "Arms"),
+        Block("list", items=arms),
+        note(
+            f"Seeds are never in any test set, so every arm of a direction is scored on the same "
+            f"test images. The full dose is {run.full_dose} images; controls add the same count."
+        ),
+        Block("heading", "Findings: rules and families"),
+        note(" ".join(rules)),
+        note(
+            "Families for multiplicity: primary = every comparison of the synthetic arm with "
+            "another arm on its augmented condition (all test groups, doses, directions); "
+            "spillover = the same comparisons on every other condition and on all conditions "
+            "together. Holm controls the family-wise error; Benjamini-Hochberg the false "
+            "discovery rate."
+        ),
+        note(
+            "A '—' marks a cell with no result: a group not tested in a direction, or a run not finished."
+        ),
     ]
-    return [_note(n) for n in notes]
+
+
+# --------------------------------------------------------------------------- page
+
+
+def _meta(run: StudyRun) -> list[tuple[str, str]]:
+    config = run.config
+    directions = "; ".join(
+        f"train FST {roman_label(d.train)} → test {', '.join(roman_label(t) for t in d.test)}"
+        for d in config.directions
+    )
+    runs = run.table("runs")
+    progress = "unknown (results/runs.csv missing)"
+    if runs is not None:
+        progress = f"{int((runs['status'].str.lower() == 'done').sum())} of {len(runs)} done"
+    return [
+        ("Run folder", str(run.path)),
+        ("Config fingerprint", run.fingerprint or "(none)"),
+        ("Conditions", ", ".join(config.conditions)),
+        ("Augmented", ", ".join(config.augmented)),
+        ("Directions", directions),
+        ("Arms", ", ".join(config.arms)),
+        (
+            "Doses (synthetic images)",
+            ", ".join(map(str, config.doses)) + f"; full arm = {run.full_dose}",
+        ),
+        ("Repeats", str(config.repeats)),
+        ("Runs", progress),
+    ]
+
+
+def render_report(run_dir: str | Path, max_seeds: int = 4) -> Report:
+    """Load a study run and render its report page (nothing is written)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    run = load_run(run_dir)
+    builder = _Builder(run, max_seeds)
+    steps: list[Callable[[], Section]] = [
+        builder.findings,
+        builder.table1,
+        builder.figure2,
+        builder.table2,
+        builder.every_arm,
+        builder.figure3,
+        builder.table3,
+        builder.spillover,
+        builder.comparisons,
+        builder.fairness,
+        builder.methods,
+    ]
+    sections = [step() for step in steps]
+    env = Environment(
+        loader=PackageLoader("dermsynth.report", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+    )
+    name = run.config.name
+    context: dict[str, Any] = {
+        "title": f"dermsynth report: {name}" + (" (simulated data)" if run.simulated else ""),
+        "style": STYLE,
+        "simulated": run.simulated,
+        "simulated_note": SIMULATED_NOTE,
+        "name": name,
+        "meta": _meta(run),
+        "missing": builder.missing,
+        "sections": sections,
+        "footer": f"{SIMULATED_NOTE}." if run.simulated else "Generated by dermsynth report.",
+    }
+    page = env.get_template(TEMPLATE).render(**context)
+    return Report(run=run, html=page, tables=builder.out, missing=builder.missing)
 
 
 def write_report(report: Report, out: str | Path | None = None) -> Path:
     """Write the page (default ``RUN/report/index.html``) and its tables as CSV beside it."""
     path = Path(out) if out is not None else report_dir(report.run.path) / REPORT_FILE
     for name, frame in report.tables.items():
-        atomic_write_csv(path.parent / CSV_FILES[name], frame)
+        atomic_write_csv(path.parent / f"{name}.csv", frame)
     atomic_write_text(path, report.html)
     return path
 

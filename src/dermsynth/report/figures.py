@@ -15,14 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from dermsynth.arms import REAL, REAL_SEED, SYNTHETIC
 from dermsynth.data.simulate import SIMULATED_NOTE
 from dermsynth.errors import DermsynthError
 from dermsynth.report.load import resolve_image
 from dermsynth.report.tables import (
     ARM_ORDER,
-    REAL,
-    SEED,
-    SYNTHETIC,
     direction_label,
     fst_label,
     group_sort_key,
@@ -33,7 +31,17 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
-ARM_COLORS = {REAL: "#8c8c8c", SEED: "#E69F00", SYNTHETIC: "#0072B2"}
+ARM_COLORS = {
+    REAL: "#8c8c8c",
+    REAL_SEED: "#E69F00",
+    SYNTHETIC: "#0072B2",
+    "real+seed+oversample": "#CC79A7",
+    "real+seed+reweight": "#F0E442",
+    "real+seed+classical": "#009E73",
+    "real+seed+tone-shift": "#D55E00",
+    "real+seed+extra-real": "#000000",
+    "real+seed+synthetic-random": "#56B4E9",
+}
 GROUP_COLORS = ("#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 THUMBNAIL = 160
 
@@ -129,7 +137,7 @@ def figure3(t2: pd.DataFrame, simulated: bool = False) -> bytes:
             if c == 0:
                 ax.set_ylabel("accuracy (95% CI)")
             if r == 0 and c == len(directions) - 1:
-                ax.legend(fontsize=7, loc="upper right", frameon=False)
+                ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     _title(figure, "Accuracy by arm and test group", simulated)
     return to_png(figure)
 
@@ -144,7 +152,11 @@ def dose_response_figure(t3: pd.DataFrame, t2: pd.DataFrame, simulated: bool = F
     for r, condition in enumerate(conditions):
         for c, direction in enumerate(directions):
             ax = axes[r, c]
-            rows = t3[(t3["augmented"] == condition) & (t3["direction"] == direction)]
+            rows = t3[
+                (t3["augmented"] == condition)
+                & (t3["direction"] == direction)
+                & t3["arm"].isin([REAL_SEED, SYNTHETIC])
+            ]
             groups = sorted(set(rows["fst_group"]), key=group_sort_key)
             for i, group in enumerate(groups):
                 color = GROUP_COLORS[i % len(GROUP_COLORS)]
@@ -181,31 +193,25 @@ def dose_response_figure(t3: pd.DataFrame, t2: pd.DataFrame, simulated: bool = F
     return to_png(figure)
 
 
-def gap_figure(gap: pd.DataFrame, full_dose: int | None, simulated: bool = False) -> bytes:
-    """Best-minus-worst test-group accuracy per arm: one panel per direction.
-
-    Bars are grouped by augmented condition; the ``real`` arm (the same run for every
-    condition) is repeated in each group as the baseline.
-    """
-    rows = gap[gap["metric"] == "accuracy"]
-    if full_dose:
-        rows = rows[(rows["arm"] != SYNTHETIC) | (rows["dose"] == full_dose)]
+def gap_figure(fairness: pd.DataFrame, full_dose: int, simulated: bool = False) -> bytes:
+    """Best-minus-worst test-group accuracy per arm at the full dose: one panel per direction,
+    bars grouped by augmented condition (``real``, shared by all, repeated in each group)."""
+    rows = fairness[(fairness["dose"] == 0) | (fairness["dose"] == full_dose)]
     directions = list(dict.fromkeys(rows["direction"]))
     conditions = [c for c in dict.fromkeys(rows["augmented"]) if c]
-    figure, axes = _grid(1, len(directions), max(1.6 * len(conditions) + 1.5, 4.2), 3.2)
+    figure, axes = _grid(1, len(directions), max(1.9 * len(conditions) + 1.5, 4.2), 3.4)
     arms = [a for a in ARM_ORDER if a in set(rows["arm"])]
     width = 0.8 / max(len(arms), 1)
     x = np.arange(max(len(conditions), 1))
     for c, direction in enumerate(directions):
         ax = axes[0, c]
-        in_direction = rows[rows["direction"] == direction]
+        block = rows[rows["direction"] == direction]
         for i, arm in enumerate(arms):
             heights, errors = [], []
             for condition in conditions or [""]:
-                match = in_direction[
-                    (in_direction["arm"] == arm)
-                    & (in_direction["augmented"] == ("" if arm == REAL else condition))
-                ]
+                match = block[(block["arm"] == arm) & (block["augmented"].isin([condition, ""]))]
+                if arm != REAL:
+                    match = match[match["augmented"] == condition]
                 heights.append(float(match.iloc[0]["gap"]) if len(match) else np.nan)
                 errors.append(float(match.iloc[0]["gap_sd"]) if len(match) else np.nan)
             errors_arr = np.nan_to_num(np.array(errors, dtype=float))
@@ -214,7 +220,7 @@ def gap_figure(gap: pd.DataFrame, full_dose: int | None, simulated: bool = False
                 np.nan_to_num(heights),
                 width,
                 yerr=errors_arr if errors_arr.any() else None,
-                capsize=3,
+                capsize=2,
                 color=ARM_COLORS.get(arm, "#444444"),
                 label=arm,
             )
@@ -228,8 +234,67 @@ def gap_figure(gap: pd.DataFrame, full_dose: int | None, simulated: bool = False
         if c == 0:
             ax.set_ylabel("best − worst group accuracy")
         if c == len(directions) - 1:
-            ax.legend(fontsize=7, frameon=False)
-    _title(figure, "Fairness gap between test groups", simulated)
+            ax.legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _title(figure, "Fairness gap between test groups (whiskers: SD over repeats)", simulated)
+    return to_png(figure)
+
+
+def forest_figure(findings: pd.DataFrame, simulated: bool = False) -> bytes:
+    """Synthetic minus each other arm on the augmented condition, per test group, with 95% CIs:
+    one panel per augmented condition and direction; filled markers are significant after Holm
+    correction."""
+    rows = findings[findings["kind"] == "comparison"]
+    blocks = list(dict.fromkeys(zip(rows["augmented"], rows["direction"], strict=True)))
+    cols = len({d for _, d in blocks}) or 1
+    conditions = list(dict.fromkeys(rows["augmented"]))
+    figure, axes = _grid(max(len(conditions), 1), cols, 5.2, 3.0)
+    directions = list(dict.fromkeys(rows["direction"]))
+    for r, condition in enumerate(conditions):
+        for c, direction in enumerate(directions):
+            ax = axes[r, c]
+            block = rows[(rows["augmented"] == condition) & (rows["direction"] == direction)]
+            arms = [a for a in ARM_ORDER if a in set(block["arm_other"])]
+            groups = sorted(set(block["fst_group"]), key=group_sort_key)
+            for i, group in enumerate(groups):
+                color = GROUP_COLORS[i % len(GROUP_COLORS)]
+                cells = block[block["fst_group"] == group].set_index("arm_other").reindex(arms)
+                y = np.arange(len(arms)) + (i - (len(groups) - 1) / 2) * 0.25
+                err = np.vstack(
+                    [
+                        (cells["difference"] - cells["ci_low"]).clip(lower=0).fillna(0),
+                        (cells["ci_high"] - cells["difference"]).clip(lower=0).fillna(0),
+                    ]
+                )
+                ax.errorbar(
+                    cells["difference"],
+                    y,
+                    xerr=err,
+                    fmt="none",
+                    ecolor=color,
+                    elinewidth=1,
+                    capsize=2,
+                )
+                significant = (cells["p_holm"] < 0.05).to_numpy()
+                ax.scatter(
+                    cells["difference"][significant],
+                    y[significant],
+                    color=color,
+                    s=22,
+                    label=f"FST {fst_label(group)}",
+                )
+                ax.scatter(cells["difference"][~significant], y[~significant], facecolors="white",
+                           edgecolors=color, s=22)  # fmt: skip
+            ax.axvline(0, color="#555555", linewidth=0.8)
+            ax.set_yticks(np.arange(len(arms)), arms, fontsize=7)
+            ax.invert_yaxis()
+            ax.set_xlabel("synthetic − other arm (accuracy)", fontsize=8)
+            ax.set_title(f"{condition}\n{direction_label(direction)}", fontsize=9)
+            ax.legend(fontsize=7, frameon=False, loc="lower right")
+            for side in ("top", "right"):
+                ax.spines[side].set_visible(False)
+    _title(
+        figure, "Synthetic arm against every other arm (filled: significant after Holm)", simulated
+    )
     return to_png(figure)
 
 
@@ -288,7 +353,7 @@ def figure2(
 
         for r, seed in enumerate(shown):
             rows = block[block["seed_id"] == seed].sort_values("rank")
-            draw(axes[r, 0], str(rows.iloc[0]["seed_path"]), f"seed {seed}")
+            draw(axes[r, 0], str(rows.iloc[0]["seed_path"]), f"seed {str(seed)[:10]}")
             for spine in axes[r, 0].spines.values():
                 spine.set_edgecolor("#0072B2")
                 spine.set_linewidth(2)

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dermsynth.data.dedup import _hex_to_words, _popcount, hash_images
+from dermsynth.data.dedup import hamming, hash_images, hash_words
 from dermsynth.errors import DermsynthError
-
-DEFAULT_THRESHOLD = 6  # bits of a 64-bit phash; SelectionConfig.leakage_threshold's default
 
 
 @dataclass
@@ -60,15 +58,15 @@ def nearest_test_image(
     distance = pd.Series(np.nan, index=candidates.index, dtype=float)
     nearest = pd.Series("", index=candidates.index, dtype=object)
     if not cand_hashes.empty:
-        test_words = _hex_to_words(test_hashes["phash"].tolist())
-        cand_words = _hex_to_words(cand_hashes["phash"].tolist())
+        test_words = hash_words(test_hashes["phash"].tolist())
+        cand_words = hash_words(cand_hashes["phash"].tolist())
         # (candidates, tests) distances; tests are at most tens of thousands of 64-bit words.
         block = max(1, 2_000_000 // max(1, len(test_words)))
         positions = {i: k for k, i in enumerate(candidates["image_id"].astype(str))}
         test_ids = test_hashes["image_id"].astype(str).to_numpy()
         for start in range(0, len(cand_words), block):
             chunk = cand_words[start : start + block]
-            dist = _popcount(chunk[:, None, :] ^ test_words[None, :, :]).sum(axis=2, dtype=np.int32)
+            dist = hamming(chunk, test_words)
             best = dist.argmin(axis=1)
             for offset, j in enumerate(best):
                 cand_id = str(cand_hashes["image_id"].iloc[start + offset])

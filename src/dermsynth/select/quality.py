@@ -22,18 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dermsynth.config import QualityConfig
+
 ANALYSIS_SIDE = 256
 CLIP_LOW = 2
 CLIP_HIGH = 253
-
-
-@dataclass(frozen=True)
-class QualityParams:
-    """Where each measure's sub-score reaches 0.5 (blur) or 0 (clipping, cast)."""
-
-    blur_ref: float = 100.0
-    clip_tolerance: float = 0.25
-    cast_limit: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -96,10 +89,10 @@ def colour_cast(rgb: np.ndarray, reference: np.ndarray | None = None) -> float:
 
 
 def quality_score(
-    rgb: np.ndarray, reference: np.ndarray | None = None, params: QualityParams | None = None
+    rgb: np.ndarray, reference: np.ndarray | None = None, params: QualityConfig | None = None
 ) -> QualityResult:
     """Blur, clipping and colour cast of ``rgb`` (HxWx3 uint8) and the combined score."""
-    params = params or QualityParams()
+    params = params or QualityConfig()
     blur = laplacian_variance(rgb)
     clipped = clipped_share(rgb)
     cast = colour_cast(rgb, reference)

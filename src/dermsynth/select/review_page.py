@@ -2,7 +2,9 @@
 
 Keyboard: arrow keys or j/k move between candidates, ``a`` accepts, ``r`` rejects, ``u``
 resets to the automatic decision. Every decision is posted at once; the page refreshes its
-state when the tab regains focus and every few seconds, so two tabs agree.
+state when the tab regains focus and every few seconds, so two tabs agree. A green border marks
+the candidates the study trains on (the server computes them); each seed says when a decision
+pulled in another candidate. All text from the manifest is set as text, never as HTML.
 """
 
 PAGE = """<!doctype html>
@@ -20,7 +22,7 @@ PAGE = """<!doctype html>
  .card { width: 170px; border: 4px solid #bbb; border-radius: 6px; padding: 4px;
          font-size: .75rem; background: #fafafa; outline: none; }
  .card.seedcard { border-color: #2850dc; }
- .card.final { border-color: #1ea03c; }
+ .card.trains { border-color: #1ea03c; }
  .card.excluded { border-color: #d22828; opacity: .75; }
  .card:focus { box-shadow: 0 0 0 3px #f0b400; }
  .card img { width: 160px; height: 160px; object-fit: contain; background: #eee; display: block; }
@@ -31,20 +33,24 @@ PAGE = """<!doctype html>
  .badge.auto { background: #888; }
  .buttons button { font-size: .75rem; margin-right: 2px; }
  .reason { color: #444; min-height: 2.2em; }
+ .trainflag { font-weight: bold; } .trainflag.yes { color: #1ea03c; }
+ .notes { color: #7a4b00; font-size: .85rem; margin: 0 0 .4rem 0; }
  .error { color: #b00; font-weight: bold; }
 </style>
 </head>
 <body>
 <h1>dermsynth review: <span id="manifest"></span></h1>
-<div class="help">Green border: in the final selection. Click a candidate (or move with the arrow
-keys), then <b>a</b> accept, <b>r</b> reject, <b>u</b> reset to the automatic choice. Each
-decision is saved at once.</div>
+<div class="help">Green border: the study trains on it (<span id="k"></span> per seed: accepted
+ones first, then the best-ranked; a rejection makes room for the seed's next-best candidate).
+Click a candidate (or move with the arrow keys), then <b>a</b> accept, <b>r</b> reject,
+<b>u</b> reset to the automatic choice. Each decision is saved at once.</div>
 <div id="error" class="error" role="alert"></div>
 <div id="seeds"></div>
 <script>
 "use strict";
 let state = null;
 let focusedId = null;
+let lastText = null;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -66,16 +72,20 @@ function fmt(v) { return typeof v === "number" ? v.toFixed(2) : String(v); }
 function card(c) {
   const status = c.reviewed ? c.reviewed : (c.selected ? "auto: kept" : "auto: dropped");
   const badgeClass = c.reviewed ? c.reviewed : "auto";
+  const training = c.trains ? "trains" + (c.in_place_of ? " in place of " + c.in_place_of : "")
+    : (c.excluded ? "excluded: never trains" : "does not train");
   const classes = ["card", "cand"];
-  if (c.final) classes.push("final");
+  if (c.trains) classes.push("trains");
   if (c.excluded) classes.push("excluded");
   const scores = Object.entries(c.scores).filter(([k]) => k.startsWith("score"))
     .map(([k, v]) => k.replace("score_", "") + " " + fmt(v)).join(", ");
   const node = el("div", {class: classes.join(" "), tabindex: "0", "data-id": c.image_id,
-                          "data-final": String(c.final), "data-reviewed": c.reviewed},
+                          "data-final": String(c.final), "data-trains": String(c.trains),
+                          "data-reviewed": c.reviewed},
     image(c.image, c.image_id),
-    el("div", {}, el("b", {}, c.image_id)),
+    el("div", {}, el("b", {}, (c.rank ? "#" + c.rank + " " : "") + c.image_id)),
     el("div", {}, el("span", {class: "badge " + badgeClass}, status)),
+    el("div", {class: "trainflag" + (c.trains ? " yes" : "")}, training),
     el("div", {class: "reason"}, c.reason),
     el("div", {}, scores),
     el("div", {class: "buttons"},
@@ -89,12 +99,13 @@ function card(c) {
 
 function render() {
   document.getElementById("manifest").textContent = state.manifest;
+  document.getElementById("k").textContent = String(state.k);
   const root = document.getElementById("seeds");
   root.replaceChildren();
   for (const s of state.seeds) {
-    const kept = s.candidates.filter(c => c.final).length;
     root.append(el("div", {class: "seed", "data-seed": s.seed_id},
-      el("h2", {}, `seed ${s.seed_id} - ${s.label} - FST ${s.fst} - ${kept} of ${s.candidates.length} in the final selection`),
+      el("h2", {}, `seed ${s.seed_id} - ${s.label} - FST ${s.fst} - ${s.n_train} of ${s.candidates.length} train`),
+      el("div", {class: "notes"}, ...s.notes.map(n => el("div", {class: "note"}, n))),
       el("div", {class: "row"},
         el("div", {class: "card seedcard"}, image(s.seed_image, s.seed_id), el("div", {}, el("b", {}, "seed"))),
         ...s.candidates.map(card))));
@@ -109,8 +120,12 @@ async function load() {
   try {
     const response = await fetch("/api/state", {cache: "no-store"});
     if (!response.ok) throw new Error("state: HTTP " + response.status);
-    state = await response.json();
+    const text = await response.text();
     document.getElementById("error").textContent = "";
+    // Rebuild the cards only when something changed: the poll would otherwise reload images.
+    if (text === lastText) return;
+    lastText = text;
+    state = JSON.parse(text);
     render();
   } catch (e) {
     document.getElementById("error").textContent = String(e);

@@ -6,7 +6,10 @@ provenance columns, among them ``seed_crop`` and ``seed_mask``). Each candidate'
 its ``seed_crop`` (the exact square the generator saw) where that file exists, else the row of
 its ``parent_id`` in the candidate manifest or in the seed manifest given.
 
-Output: the same rows with these columns added (the written manifest, "M2"):
+:func:`select_candidates` reads top to bottom: read the candidates, score them
+(:func:`score_candidates`), guard against leakage (:func:`leakage_columns`), combine and rank
+(:func:`rank_candidates`), write (:func:`write_selection`). The written manifest has the
+candidate rows with these columns added (:data:`dermsynth.schema.SELECTION_COLUMNS`):
 
 ==================  ==========================================================================
 ``ita``             ITA (degrees) of the candidate's healthy skin (:mod:`.tone`)
@@ -30,12 +33,14 @@ Output: the same rows with these columns added (the written manifest, "M2"):
 ``rank``            rank among the seed's non-excluded candidates (1 = best); empty if excluded
 ``selected``        True for the top ``k`` of each seed
 ``reviewed``        a person's decision from the review page: ``accepted``, ``rejected`` or empty
-``final``           ``reviewed`` overriding ``selected``: what training should use
+``final``           ``reviewed`` overriding ``selected``
 ``reason``          one sentence per decision, e.g. ``kept: rank 2 of 8 (score 0.81)``
 ==================  ==========================================================================
 
-Beside the manifest: ``contact_sheets/<seed_id>.png`` and ``selection.json`` (the options used,
-the weights, the notes; the review page reads the manifest's name from it).
+What a study trains on is :func:`training_selection`: a reviewer's accepted images first, then
+the best-ranked of the rest, k per seed (a rejection makes room for the next-best candidate).
+Beside the manifest: ``contact_sheets/<seed_id>.png`` and ``selection.json`` (the settings used,
+the weights, the notes; the review page reads the manifest's name and k from it).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,29 +56,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dermsynth.config import SCORES, SelectionConfig
 from dermsynth.data.images import BadImageError, load_rgb
 from dermsynth.data.manifest import load_manifest, write_manifest
 from dermsynth.errors import DermsynthError
 from dermsynth.io import atomic_write_json
-from dermsynth.select.quality import QualityParams
+from dermsynth.schema import REVIEW_VALUES, SELECTION_COLUMNS, SYNTHETIC, as_bool
 
-SCORES: tuple[str, ...] = ("tone", "pathology", "similarity", "quality")
-DEFAULT_WEIGHTS: dict[str, float] = {
-    "tone": 1.0,
-    "pathology": 1.0,
-    "similarity": 0.5,
-    "quality": 0.5,
-}
 SELECTION_FILE = "selection.json"
 SHEETS_DIR = "contact_sheets"
 REVIEWED = "reviewed"
-REVIEW_VALUES: tuple[str, ...] = ("accepted", "rejected", "")
-OUTPUT_COLUMNS: tuple[str, ...] = (
+DEFAULT_WEIGHTS: dict[str, float] = dict(SelectionConfig().weights)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_PER_IMAGE = (
     "ita",
     "fst_estimated",
     "skin_fallback",
     "score_tone",
-    "score_pathology",
     "similarity",
     "flag_similarity",
     "score_similarity",
@@ -81,46 +80,7 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "clipped",
     "colour_cast",
     "score_quality",
-    "leak_distance",
-    "leak_nearest",
-    "excluded",
-    "score",
-    "rank",
-    "selected",
-    REVIEWED,
-    "final",
-    "reason",
 )
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-@dataclass
-class SelectOptions:
-    """Everything that decides a selection besides its inputs.
-
-    ``ita_thresholds``: ``kinyanjui``, ``empirical`` (fitted on ``fit_manifest``, labelled real
-    images) or five numbers. ``embedder``: ``lab`` or ``backbone:NAME`` (with
-    ``embedder_weights``). ``copy_threshold`` / ``drift_threshold``: None for the embedder's
-    defaults. ``classifier``: a run folder of ``dermsynth train``; ``clip``: a CLIP folder or hub
-    id (``clip_classes``: the conditions to compare with; default the candidates' labels).
-    """
-
-    k: int = 4
-    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    ita_thresholds: str | Sequence[float] = "kinyanjui"
-    fit_manifest: str | os.PathLike[str] | None = None
-    embedder: str = "lab"
-    embedder_weights: str = "imagenet"
-    copy_threshold: float | None = None
-    drift_threshold: float | None = None
-    leakage_threshold: int = 6
-    classifier: str | os.PathLike[str] | None = None
-    clip: str | os.PathLike[str] | None = None
-    clip_classes: Sequence[str] | None = None
-    quality: QualityParams = field(default_factory=QualityParams)
-    device: str = "cpu"
-    contact_sheets: bool = True
-    progress: bool = False
 
 
 @dataclass
@@ -133,44 +93,60 @@ class SelectionResult:
     notes: list[str]
 
 
+@dataclass
+class Candidates:
+    """Candidate rows (image paths resolved) with their seeds' images and lesion masks."""
+
+    source: Path
+    rows: pd.DataFrame
+    seed_paths: dict[str, str]
+    masks: pd.Series
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
 def parse_weights(
-    text: str | Mapping[str, float] | None, base: Mapping[str, float] | None = None
+    text: str | Mapping[str, Any] | None, base: Mapping[str, float] | None = None
 ) -> dict[str, float]:
     """``"tone=1,pathology=0.5"`` (or a mapping) over ``base`` (default weights).
 
     Names must be scorers (tone, pathology, similarity, quality); weights >= 0, not all 0.
     """
     weights = dict(base if base is not None else DEFAULT_WEIGHTS)
-    if text is None:
-        items: list[tuple[str, Any]] = []
-    elif isinstance(text, str):
-        items = []
-        for part in (p.strip() for p in text.split(",")):
-            if not part:
-                continue
-            if "=" not in part:
-                raise DermsynthError(
-                    f"--weights: {part!r} is not name=value (e.g. tone=1,quality=0.5)"
-                )
-            name, value = part.split("=", 1)
-            items.append((name.strip(), value.strip()))
-    else:
-        items = list(text.items())
-    for name, value in items:
-        if name not in SCORES:
-            raise DermsynthError(
-                f"--weights: unknown score {name!r}; scores are {', '.join(SCORES)}"
-            )
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise DermsynthError(f"--weights: {name}={value!r} is not a number") from None
-        if not math.isfinite(number) or number < 0:
-            raise DermsynthError(f"--weights: {name} must be a number >= 0, got {value!r}")
-        weights[name] = number
+    for name, value in _weight_items(text):
+        weights[name] = _weight_value(name, value)
     if not any(w > 0 for w in weights.values()):
         raise DermsynthError("--weights: at least one weight must be > 0")
     return weights
+
+
+def _weight_items(text: str | Mapping[str, Any] | None) -> Iterator[tuple[str, Any]]:
+    if text is None:
+        return
+    if not isinstance(text, str):
+        yield from text.items()
+        return
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" not in part:
+            raise DermsynthError(f"--weights: {part!r} is not name=value (e.g. tone=1,quality=0.5)")
+        name, value = part.split("=", 1)
+        yield name.strip(), value.strip()
+
+
+def _weight_value(name: str, value: Any) -> float:
+    if name not in SCORES:
+        raise DermsynthError(f"--weights: unknown score {name!r}; scores are {', '.join(SCORES)}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DermsynthError(f"--weights: {name}={value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise DermsynthError(f"--weights: {name} must be a number >= 0, got {value!r}")
+    return number
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -194,6 +170,11 @@ def safe_name(image_id: str) -> str:
     return name if name and not name.startswith(".") else f"_{name}"
 
 
+def _listed(items: list[str], limit: int) -> str:
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
 def _seed_images(
     candidates: pd.DataFrame, others: pd.DataFrame, seeds: pd.DataFrame | None, base: Path
 ) -> dict[str, str]:
@@ -212,13 +193,10 @@ def _seed_images(
     parents = list(dict.fromkeys(candidates["parent_id"]))
     lost = [p for p in parents if p not in found]
     if lost:
-        shown = ", ".join(map(repr, lost[:5])) + (
-            f" (and {len(lost) - 5} more)" if len(lost) > 5 else ""
-        )
         raise DermsynthError(
             f"the candidate manifest lacks the seed image of {len(lost)} of {len(parents)} seed(s): "
-            f"{shown}; it has neither a seed_crop file nor a row for them. Give the seed manifest "
-            "(the plan used to generate) with --seeds"
+            f"{_listed([repr(p) for p in lost], 5)}; it has neither a seed_crop file nor a row "
+            "for them. Give the seed manifest (the plan used to generate) with --seeds"
         )
     absent = [p for p in parents if not Path(found[p]).is_file()]
     if absent:
@@ -227,6 +205,38 @@ def _seed_images(
             f"seed image(s) missing on disk: {shown}; fix the paths or give --seeds"
         )
     return {p: found[p] for p in parents}
+
+
+def read_candidates(
+    candidates_csv: str | os.PathLike[str], seeds_csv: str | os.PathLike[str] | None = None
+) -> Candidates:
+    """The candidate rows of a manifest with their seeds; refuses manifests without candidates."""
+    source = Path(candidates_csv)
+    manifest = load_manifest(source)
+    base = source.resolve().parent
+    manifest["path"] = manifest["path"].map(lambda p: _resolve(p, base))
+    is_candidate = manifest["origin"] == SYNTHETIC
+    if not is_candidate.any():
+        raise DermsynthError(
+            f"{source}: no candidate rows (origin == 'synthetic'); give the manifest "
+            "written by `dermsynth generate`"
+        )
+    rows = manifest[is_candidate].reset_index(drop=True)
+    no_parent = rows["parent_id"] == ""
+    if no_parent.any():
+        raise DermsynthError(
+            f"{source}: candidate {rows['image_id'][no_parent].iloc[0]!r} has no parent_id "
+            f"({int(no_parent.sum())} such row(s)); every candidate must name its seed"
+        )
+    seeds = None
+    if seeds_csv is not None:
+        seeds = load_manifest(seeds_csv)
+        seed_base = Path(seeds_csv).resolve().parent
+        seeds["path"] = seeds["path"].map(lambda p: _resolve(p, seed_base))
+    others = manifest[~is_candidate].reset_index(drop=True)
+    seed_paths = _seed_images(rows, others, seeds, base)
+    masks = _text(rows, "seed_mask").map(lambda p: _resolve(p, base))
+    return Candidates(source, rows, seed_paths, masks)
 
 
 def _read_lesion_mask(path: str) -> np.ndarray | None:
@@ -241,35 +251,32 @@ def _read_lesion_mask(path: str) -> np.ndarray | None:
         return None
 
 
-def _thresholds(options: SelectOptions, notes: list[str]) -> tuple[float, ...]:
+def ita_thresholds(options: SelectionConfig, notes: list[str]) -> tuple[float, ...]:
+    """The ITA thresholds of the tone score: a named table, five numbers, or fitted."""
     from dermsynth.select.tone import fit_empirical_thresholds, resolve_thresholds, tone_score
 
     spec = options.ita_thresholds
-    if isinstance(spec, str) and spec.strip().lower() == "empirical":
-        if options.fit_manifest is None:
-            raise DermsynthError(
-                "--ita-thresholds empirical needs --fit-manifest: labelled real images to fit "
-                "the thresholds on"
-            )
-        labelled = load_manifest(options.fit_manifest)
-        base = Path(options.fit_manifest).resolve().parent
-        itas, types = [], []
-        for path, fst in zip(labelled["path"], labelled["fst"], strict=True):
-            if fst < 1:
-                continue
-            try:
-                rgb = np.asarray(load_rgb(_resolve(str(path), base)))
-            except BadImageError:
-                continue
+    if not (isinstance(spec, str) and spec.strip().lower() == "empirical"):
+        return resolve_thresholds(spec)
+    if options.fit_manifest is None:
+        raise DermsynthError(
+            "--ita-thresholds empirical needs --fit-manifest: labelled real images to fit "
+            "the thresholds on"
+        )
+    labelled = load_manifest(options.fit_manifest)
+    base = Path(options.fit_manifest).resolve().parent
+    itas, types = [], []
+    for path, fst in zip(labelled["path"], labelled["fst"], strict=True):
+        rgb, _ = _load_array(_resolve(str(path), base)) if fst >= 1 else (None, "")
+        if rgb is not None:
             itas.append(tone_score(rgb, int(fst)).ita)
             types.append(int(fst))
-        fitted = fit_empirical_thresholds(itas, types)
-        notes.append(
-            f"empirical ITA thresholds fitted on {len(itas)} image(s) of {options.fit_manifest}: "
-            + ", ".join(f"{t:.1f}" for t in fitted)
-        )
-        return fitted
-    return resolve_thresholds(spec)
+    fitted = fit_empirical_thresholds(itas, types)
+    notes.append(
+        f"empirical ITA thresholds fitted on {len(itas)} image(s) of {options.fit_manifest}: "
+        + ", ".join(f"{t:.1f}" for t in fitted)
+    )
+    return fitted
 
 
 def _load_array(path: str) -> tuple[np.ndarray | None, str]:
@@ -281,345 +288,307 @@ def _load_array(path: str) -> tuple[np.ndarray | None, str]:
         return None, f"cannot read ({exc})"
 
 
-def select_candidates(
-    candidates_csv: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    options: SelectOptions | None = None,
-    seeds_csv: str | os.PathLike[str] | None = None,
-    test_csv: str | os.PathLike[str] | None = None,
-) -> SelectionResult:
-    """Score, guard, rank and keep; write the manifest ``out``, contact sheets, selection.json.
+# --------------------------------------------------------------------------- scoring
 
-    ``test_csv``: a plan (its ``split == "test"`` rows) or any manifest of test images, for the
-    leakage guard; without it the guard is off and a note says so.
-    """
-    from dermsynth.select.leakage import nearest_test_image, select_test_rows
-    from dermsynth.select.quality import quality_score
-    from dermsynth.select.similarity import (
-        cosine,
-        default_thresholds,
-        make_embedder,
-        similarity_scores,
-    )
-    from dermsynth.select.tone import tone_score
 
-    options = options or SelectOptions()
-    if isinstance(options.k, bool) or not isinstance(options.k, int) or options.k < 1:
-        raise DermsynthError(f"--k must be a whole number >= 1, got {options.k!r}")
-    if options.leakage_threshold < 0:
-        raise DermsynthError(f"--leakage-threshold must be >= 0, got {options.leakage_threshold}")
-    weights = parse_weights(options.weights, base={})
-    notes: list[str] = []
-    out = Path(out)
-    if out.suffix.lower() != ".csv":
-        raise DermsynthError(f"--out {out}: give a .csv file for the selected manifest")
+@dataclass
+class _Scorers:
+    """What scores one seed's candidates: thresholds, embedder and its band, CLIP."""
 
-    candidates_csv = Path(candidates_csv)
-    manifest = load_manifest(candidates_csv)
-    base = candidates_csv.resolve().parent
-    manifest["path"] = manifest["path"].map(lambda p: _resolve(p, base))
-    is_candidate = manifest["origin"] == "synthetic"
-    if not is_candidate.any():
-        raise DermsynthError(
-            f"{candidates_csv}: no candidate rows (origin == 'synthetic'); give the manifest "
-            "written by `dermsynth generate`"
-        )
-    cands = manifest[is_candidate].reset_index(drop=True)
-    others = manifest[~is_candidate].reset_index(drop=True)
-    no_parent = cands["parent_id"] == ""
-    if no_parent.any():
-        raise DermsynthError(
-            f"{candidates_csv}: candidate {cands['image_id'][no_parent].iloc[0]!r} has no parent_id "
-            f"({int(no_parent.sum())} such row(s)); every candidate must name its seed"
-        )
-    seeds = None
-    if seeds_csv is not None:
-        seeds = load_manifest(seeds_csv)
-        seed_base = Path(seeds_csv).resolve().parent
-        seeds["path"] = seeds["path"].map(lambda p: _resolve(p, seed_base))
-    seed_paths = _seed_images(cands, others, seeds, base)
-    masks = _text(cands, "seed_mask").map(lambda p: _resolve(p, base))
-    thresholds = _thresholds(options, notes)
+    options: SelectionConfig
+    thresholds: tuple[float, ...]
+    embedder: Any
+    copy: float
+    drift: float
+    clip: Any = None
 
-    # Pathology first decides whether its weight stays: refuse a wrong classifier before the
-    # slow per-image work.
-    pathology: pd.Series | None = None
-    if options.classifier is not None:
-        from dermsynth.select.pathology import classifier_scores
 
-        pathology = classifier_scores(options.classifier, cands, device=_auto(options.device))
-    clip = None
-    if options.clip is not None:
-        if pathology is not None:
-            raise DermsynthError("give either --classifier or --clip for pathology, not both")
-        from dermsynth.select.pathology import load_clip
-
-        clip = load_clip(options.clip, device=options.device if options.device != "auto" else "cpu")
-        pathology = pd.Series(np.nan, index=cands.index, name="score_pathology")
-    if pathology is None and weights.get("pathology", 0) > 0:
-        notes.append(
-            f"no --classifier or --clip given: pathology not scored, its weight "
-            f"({weights['pathology']:g}) dropped"
-        )
+def build_scorers(options: SelectionConfig, notes: list[str]) -> _Scorers:
+    """The ITA thresholds, the seed-similarity embedder and its band, and CLIP if asked."""
+    from dermsynth.select.similarity import default_thresholds, make_embedder
 
     embedder = make_embedder(
         options.embedder, weights=options.embedder_weights, device=_auto(options.device)
     )
     copy_t, drift_t = default_thresholds(embedder)
-    copy_t = options.copy_threshold if options.copy_threshold is not None else copy_t
-    drift_t = options.drift_threshold if options.drift_threshold is not None else drift_t
+    clip = None
+    if options.clip is not None:
+        from dermsynth.select.pathology import load_clip
 
-    n = len(cands)
-    cols: dict[str, list[Any]] = {
-        c: [None] * n
-        for c in (
-            "ita",
-            "fst_estimated",
-            "skin_fallback",
-            "score_tone",
-            "similarity",
-            "flag_similarity",
-            "score_similarity",
-            "blur",
-            "clipped",
-            "colour_cast",
-            "score_quality",
-        )
+        clip = load_clip(options.clip, device=_auto(options.device))
+    return _Scorers(
+        options,
+        ita_thresholds(options, notes),
+        embedder,
+        options.copy_threshold if options.copy_threshold is not None else copy_t,
+        options.drift_threshold if options.drift_threshold is not None else drift_t,
+        clip,
+    )
+
+
+def _score_image(
+    rgb: np.ndarray, seed_rgb: np.ndarray, fst: int, mask: str, scorers: _Scorers
+) -> dict[str, Any]:
+    """Tone and quality of one candidate."""
+    from dermsynth.select.quality import quality_score
+    from dermsynth.select.tone import tone_score
+
+    tone = tone_score(rgb, fst, lesion_mask=_read_lesion_mask(mask), thresholds=scorers.thresholds)
+    quality = quality_score(rgb, seed_rgb, scorers.options.quality)
+    return {
+        "ita": tone.ita,
+        "fst_estimated": tone.fst_estimated,
+        "skin_fallback": tone.fallback,
+        "score_tone": tone.score,
+        "blur": quality.blur,
+        "clipped": quality.clipped,
+        "colour_cast": quality.colour_cast,
+        "score_quality": quality.score,
     }
-    unreadable: dict[int, str] = {}
-    for parent, positions in cands.groupby("parent_id", sort=False).indices.items():
-        seed_rgb, why = _load_array(seed_paths[parent])
-        if seed_rgb is None:
-            raise DermsynthError(f"seed {parent!r}: {seed_paths[parent]}: {why}")
-        arrays: list[np.ndarray] = []
-        readable: list[int] = []
-        for pos in positions:
-            rgb, why = _load_array(cands.at[pos, "path"])
-            if rgb is None:
-                unreadable[pos] = why or "unreadable"
-                continue
-            readable.append(pos)
-            arrays.append(rgb)
-            tone = tone_score(
-                rgb,
-                int(cands.at[pos, "fst"]),
-                lesion_mask=_read_lesion_mask(masks[pos]),
-                thresholds=thresholds,
-            )
-            quality = quality_score(rgb, seed_rgb, options.quality)
-            cols["ita"][pos] = tone.ita
-            cols["fst_estimated"][pos] = tone.fst_estimated
-            cols["skin_fallback"][pos] = tone.fallback
-            cols["score_tone"][pos] = tone.score
-            cols["blur"][pos] = quality.blur
-            cols["clipped"][pos] = quality.clipped
-            cols["colour_cast"][pos] = quality.colour_cast
-            cols["score_quality"][pos] = quality.score
-        if not readable:
-            continue
-        vectors = embedder([seed_rgb, *arrays])
-        sims = cosine(vectors[1:], np.repeat(vectors[:1], len(arrays), axis=0))
-        scores, flags = similarity_scores(sims, copy_t, drift_t)
-        for j, pos in enumerate(readable):
-            cols["similarity"][pos] = float(sims[j])
-            cols["score_similarity"][pos] = float(scores[j])
-            cols["flag_similarity"][pos] = flags[j]
-        if clip is not None and pathology is not None:
-            from dermsynth.select.pathology import clip_scores
 
-            labels = [str(cands.at[p, "label"]) for p in readable]
-            classes = (
-                list(options.clip_classes) if options.clip_classes else sorted(set(cands["label"]))
-            )
-            for pos, value in zip(
-                readable, clip_scores(clip, arrays, labels, classes), strict=True
-            ):
-                pathology.at[pos] = float(value)
+
+def _score_seed(
+    cands: Candidates,
+    parent: str,
+    positions: np.ndarray,
+    scorers: _Scorers,
+    unreadable: dict[int, str],
+) -> dict[int, dict[str, Any]]:
+    """Every score of one seed's candidates (similarity needs the seed and all its siblings)."""
+    from dermsynth.select.similarity import cosine, similarity_scores
+
+    seed_rgb, why = _load_array(cands.seed_paths[parent])
+    if seed_rgb is None:
+        raise DermsynthError(f"seed {parent!r}: {cands.seed_paths[parent]}: {why}")
+    scored: dict[int, dict[str, Any]] = {}
+    arrays: list[np.ndarray] = []
+    for pos in positions:
+        rgb, why = _load_array(cands.rows.at[pos, "path"])
+        if rgb is None:
+            unreadable[int(pos)] = why or "unreadable"
+            continue
+        fst = int(cands.rows.at[pos, "fst"])
+        scored[int(pos)] = _score_image(rgb, seed_rgb, fst, cands.masks[pos], scorers)
+        arrays.append(rgb)
+    if not arrays:
+        return scored
+    vectors = scorers.embedder([seed_rgb, *arrays])
+    sims = cosine(vectors[1:], np.repeat(vectors[:1], len(arrays), axis=0))
+    scores, flags = similarity_scores(sims, scorers.copy, scorers.drift)
+    for j, pos in enumerate(scored):
+        scored[pos].update(
+            similarity=float(sims[j]), score_similarity=float(scores[j]), flag_similarity=flags[j]
+        )
+    if scorers.clip is not None:
+        _clip_seed(cands, list(scored), arrays, scorers, scored)
+    return scored
+
+
+def _clip_seed(
+    cands: Candidates,
+    readable: list[int],
+    arrays: list[np.ndarray],
+    scorers: _Scorers,
+    scored: dict[int, dict[str, Any]],
+) -> None:
+    from dermsynth.select.pathology import clip_scores
+
+    labels = [str(cands.rows.at[p, "label"]) for p in readable]
+    classes = scorers.options.clip_classes or sorted(set(cands.rows["label"]))
+    values = clip_scores(scorers.clip, arrays, labels, list(classes))
+    for pos, value in zip(readable, values, strict=True):
+        scored[pos]["score_pathology"] = float(value)
+
+
+def pathology_scores(
+    cands: Candidates, options: SelectionConfig, notes: list[str]
+) -> pd.Series | None:
+    """Probability of each candidate's condition under the classifier (None without one).
+
+    Run before the slow per-image work, so a classifier of the wrong conditions is refused first.
+    """
+    if options.classifier is not None:
+        from dermsynth.select.pathology import classifier_scores
+
+        return classifier_scores(options.classifier, cands.rows, device=_auto(options.device))
+    if options.clip is None and options.weights.get("pathology", 0) > 0:
+        notes.append(
+            f"no --classifier or --clip given: pathology not scored, its weight "
+            f"({options.weights['pathology']:g}) dropped"
+        )
+    return None
+
+
+def score_candidates(
+    cands: Candidates, scorers: _Scorers, pathology: pd.Series | None, notes: list[str]
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    """The per-image score columns of every candidate, and the unreadable ones with why."""
+    options = scorers.options
+    unreadable: dict[int, str] = {}
+    scored: dict[int, dict[str, Any]] = {}
+    for parent, positions in cands.rows.groupby("parent_id", sort=False).indices.items():
+        scored.update(_score_seed(cands, parent, positions, scorers, unreadable))
+    n = len(cands.rows)
     if len(unreadable) == n:
-        first = next(iter(unreadable.items()))
+        pos, why = next(iter(unreadable.items()))
         raise DermsynthError(
-            f"none of the {n} candidate image(s) could be read (first: {cands.at[first[0], 'path']}: "
-            f"{first[1]}); are the paths relative to another folder?"
+            f"none of the {n} candidate image(s) could be read (first: {cands.rows.at[pos, 'path']}: "
+            f"{why}); are the paths relative to another folder?"
         )
     if unreadable:
         notes.append(f"{len(unreadable)} candidate image(s) missing or unreadable: excluded")
-    if clip is not None and len(set(cands["label"])) < 2 and not options.clip_classes:
+    if scorers.clip is not None and len(set(cands.rows["label"])) < 2 and not options.clip_classes:
         notes.append("CLIP with one condition only: pathology score is the image-prompt cosine")
-
-    result = cands.copy()
-    for name, values in cols.items():
-        result[name] = pd.Series(values, index=cands.index, dtype=object)
-    for name in (
-        "ita",
-        "score_tone",
-        "similarity",
-        "score_similarity",
-        "blur",
-        "clipped",
-        "colour_cast",
-        "score_quality",
-    ):
-        result[name] = pd.to_numeric(result[name], errors="coerce")
-    result["fst_estimated"] = pd.to_numeric(result["fst_estimated"], errors="coerce").astype(
-        "Int64"
-    )
+    scores = _score_frame(cands.rows.index, scored)
     if pathology is not None:
-        result["score_pathology"] = pathology.astype(float)
+        scores["score_pathology"] = pathology.astype(float)
+    elif scorers.clip is not None:
+        values = {pos: s.get("score_pathology", np.nan) for pos, s in scored.items()}
+        scores["score_pathology"] = pd.Series(values, index=cands.rows.index, dtype=float)
+    return scores, unreadable
 
-    # Leakage: excluded whatever the other scores.
-    result["leak_distance"] = np.nan
-    result["leak_nearest"] = ""
-    if test_csv is not None:
-        tests = select_test_rows(load_manifest(test_csv))
-        test_base = Path(test_csv).resolve().parent
-        tests = tests.assign(path=tests["path"].map(lambda p: _resolve(p, test_base)))
-        readable_rows = result.drop(index=list(unreadable))
-        leak = nearest_test_image(readable_rows, tests, progress=options.progress)
-        result.loc[leak.distance.index, "leak_distance"] = leak.distance
-        result.loc[leak.nearest.index, "leak_nearest"] = leak.nearest
-        if leak.skipped_test:
-            notes.append(
-                f"{len(leak.skipped_test)} of {len(tests)} test image(s) unreadable: the leakage "
-                f"guard compared with {leak.n_test} (first problem: {leak.skipped_test[0][1]})"
-            )
-    else:
+
+def _score_frame(index: pd.Index, scored: dict[int, dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(None, index=index, dtype=object) for c in _PER_IMAGE})
+    for pos, values in scored.items():
+        for column in _PER_IMAGE:
+            frame.at[pos, column] = values.get(column)
+    for column in _PER_IMAGE:
+        if column not in ("fst_estimated", "skin_fallback", "flag_similarity"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["fst_estimated"] = pd.to_numeric(frame["fst_estimated"], errors="coerce").astype("Int64")
+    return frame
+
+
+def leakage_columns(
+    rows: pd.DataFrame,
+    unreadable: Mapping[int, str],
+    test_csv: str | os.PathLike[str] | None,
+    notes: list[str],
+    *,
+    progress: bool = False,
+) -> tuple[pd.Series, pd.Series]:
+    """Each candidate's phash distance to its nearest test image, and that image's id."""
+    from dermsynth.select.leakage import nearest_test_image, select_test_rows
+
+    distance = pd.Series(np.nan, index=rows.index, dtype=float)
+    nearest = pd.Series("", index=rows.index, dtype=object)
+    if test_csv is None:
         notes.append(
             "no --plan or --test-images given: leakage guard off (no test images to compare)"
         )
-    leaks = result["leak_distance"].notna() & (result["leak_distance"] <= options.leakage_threshold)
+        return distance, nearest
+    tests = select_test_rows(load_manifest(test_csv))
+    test_base = Path(test_csv).resolve().parent
+    tests = tests.assign(path=tests["path"].map(lambda p: _resolve(p, test_base)))
+    leak = nearest_test_image(rows.drop(index=list(unreadable)), tests, progress=progress)
+    distance.loc[leak.distance.index] = leak.distance
+    nearest.loc[leak.nearest.index] = leak.nearest
+    if leak.skipped_test:
+        notes.append(
+            f"{len(leak.skipped_test)} of {len(tests)} test image(s) unreadable: the leakage "
+            f"guard compared with {leak.n_test} (first problem: {leak.skipped_test[0][1]})"
+        )
+    return distance, nearest
 
-    # Weighted combination over the scores present; a row's NaN score leaves its mean.
-    used = {name: w for name, w in weights.items() if w > 0 and f"score_{name}" in result.columns}
+
+# --------------------------------------------------------------------------- ranking
+
+
+def combined_score(
+    frame: pd.DataFrame, weights: Mapping[str, float]
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Weighted mean of the scores present (a row's NaN score leaves its mean), and the weights
+    that took part."""
+    used = {name: w for name, w in weights.items() if w > 0 and f"score_{name}" in frame.columns}
     if not used:
         raise DermsynthError(
             "every score with a weight > 0 is unavailable (pathology needs --classifier or --clip); "
             "give weights to tone, similarity or quality"
         )
     values = np.column_stack(
-        [result[f"score_{k}"].astype(float).clip(0, 1).to_numpy() for k in used]
+        [frame[f"score_{k}"].astype(float).clip(0, 1).to_numpy() for k in used]
     )
     w = np.array(list(used.values()), dtype=float)
     present = ~np.isnan(values)
     denom = (present * w).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         combined = np.where(denom > 0, (np.nan_to_num(values) * w).sum(axis=1) / denom, 0.0)
-    result["score"] = combined
+    return combined, used
 
-    excluded = leaks.copy()
-    excluded.loc[list(unreadable)] = True
-    result["excluded"] = excluded.astype(bool)
-    reasons = pd.Series("", index=result.index, dtype=object)
+
+def _exclusion_reasons(
+    frame: pd.DataFrame, leaks: pd.Series, unreadable: Mapping[int, str]
+) -> pd.Series:
+    reasons = pd.Series("", index=frame.index, dtype=object)
     for pos, why in unreadable.items():
         reasons.at[pos] = f"excluded: image unreadable ({why})"
-    for pos in result.index[leaks]:
+    for pos in frame.index[leaks]:
         reasons.at[pos] = (
-            f"excluded: leakage (phash distance {int(result.at[pos, 'leak_distance'])} to test "
-            f"image {result.at[pos, 'leak_nearest']})"
+            f"excluded: leakage (phash distance {int(frame.at[pos, 'leak_distance'])} to test "
+            f"image {frame.at[pos, 'leak_nearest']})"
         )
-    ranks = pd.Series(pd.NA, index=result.index, dtype="Int64")
-    selected = pd.Series(False, index=result.index, dtype=bool)
-    for parent, positions in result.groupby("parent_id", sort=False).indices.items():
-        group = result.iloc[positions]
+    return reasons
+
+
+def rank_candidates(frame: pd.DataFrame, k: int, notes: list[str]) -> pd.DataFrame:
+    """``rank``, ``selected`` and ``reason`` per candidate: the seed's usable candidates by
+    score (ties by id), the top ``k`` kept; ``frame`` has ``score`` and ``excluded``."""
+    ranks = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+    selected = pd.Series(False, index=frame.index, dtype=bool)
+    reasons = frame["reason"].copy()
+    for parent, positions in frame.groupby("parent_id", sort=False).indices.items():
+        group = frame.iloc[positions]
         usable = group[~group["excluded"]]
         order = usable.sort_values(
             ["score", "image_id"], ascending=[False, True], kind="stable"
         ).index
-        total = len(group)
         for rank, pos in enumerate(order, start=1):
             ranks.at[pos] = rank
-            keep = rank <= options.k
-            selected.at[pos] = keep
-            verb = "kept" if keep else "dropped"
-            text = f"{verb}: rank {rank} of {len(order)} (score {result.at[pos, 'score']:.2f})"
-            flag = result.at[pos, "flag_similarity"]
-            if flag:
-                text += f"; similarity: {flag}"
+            selected.at[pos] = rank <= k
+            text = f"{'kept' if rank <= k else 'dropped'}: rank {rank} of {len(order)} (score {frame.at[pos, 'score']:.2f})"
+            if frame.at[pos, "flag_similarity"]:
+                text += f"; similarity: {frame.at[pos, 'flag_similarity']}"
             reasons.at[pos] = text
-        if len(order) < options.k:
+        if len(order) < k:
             notes.append(
-                f"seed {parent}: only {len(order)} usable candidate(s) of {total}, fewer than "
-                f"k={options.k}; kept all {len(order)}"
+                f"seed {parent}: only {len(order)} usable candidate(s) of {len(group)}, fewer than "
+                f"k={k}; kept all {len(order)}"
             )
-    result["rank"] = ranks
-    result["selected"] = selected
-    result[REVIEWED] = _previous_reviews(out, result, notes)
-    result["final"] = final_selection(result)
-    result["reason"] = reasons
-    if pathology is None:
-        result["score_pathology"] = np.nan
-    result = _tidy(result, drop_pathology=pathology is None)
-
-    write_manifest(result, out, first=[*list(cands.columns), *OUTPUT_COLUMNS])
-    sheets: list[Path] = []
-    if options.contact_sheets:
-        sheets = write_contact_sheets(result, seed_paths, out.parent / SHEETS_DIR)
-    atomic_write_json(
-        out.parent / SELECTION_FILE,
-        {
-            "manifest": out.name,
-            "candidates": str(candidates_csv),
-            "k": options.k,
-            "weights": used,
-            "ita_thresholds": list(thresholds),
-            "embedder": options.embedder,
-            "similarity_thresholds": {"copy": copy_t, "drift": drift_t},
-            "leakage_threshold": options.leakage_threshold,
-            "test_images": str(test_csv) if test_csv is not None else None,
-            "pathology": (
-                f"classifier:{options.classifier}"
-                if options.classifier is not None
-                else f"clip:{options.clip}"
-                if options.clip is not None
-                else None
-            ),
-            "notes": notes,
-        },
-    )
-    return SelectionResult(result, out, sheets, notes)
-
-
-def _auto(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return frame.assign(rank=ranks, selected=selected, reason=reasons)
 
 
 def final_selection(frame: pd.DataFrame) -> pd.Series:
     """``reviewed`` overrides ``selected``: accepted -> True, rejected -> False."""
     reviewed = _text(frame, REVIEWED)
-    selected = frame["selected"].map(_truthy) if "selected" in frame.columns else False
-    final = pd.Series(selected, index=frame.index, dtype=bool)
+    if "selected" in frame.columns:
+        final = as_bool(frame["selected"]).copy()
+    else:
+        final = pd.Series(False, index=frame.index, dtype=bool)
     final[reviewed == "accepted"] = True
     final[reviewed == "rejected"] = False
     return final
 
 
 def training_selection(frame: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The ``k`` synthetic images per seed to train on: a reviewer's accepted images
-    first, then the best-ranked of the rest; excluded and rejected images never. A rejection
-    thus makes room for the next-best candidate of that seed."""
-
-    def text(column: str) -> pd.Series:
-        values = frame[column] if column in frame.columns else pd.Series("", index=frame.index)
-        return values.astype(str).str.strip().str.lower()
-
-    usable = frame[(~text("excluded").isin(["true", "1"])) & (text("reviewed") != "rejected")]
+    """The ``k`` synthetic images per seed to train on: a reviewer's accepted images first, then
+    the best-ranked of the rest; excluded and rejected images never. A rejection thus makes
+    room for the next-best candidate of that seed."""
+    reviewed = _text(frame, REVIEWED).str.lower()
+    excluded = (
+        as_bool(frame["excluded"])
+        if "excluded" in frame.columns
+        else pd.Series(False, index=frame.index)
+    )
+    usable = frame[~excluded & (reviewed != "rejected")]
+    rank = frame["rank"] if "rank" in frame.columns else pd.Series(np.nan, index=frame.index)
     usable = usable.assign(
-        _accepted=(text("reviewed") != "accepted").loc[usable.index],
-        _rank=pd.to_numeric(usable.get("rank"), errors="coerce").fillna(float("inf")),
+        _accepted=(reviewed != "accepted").loc[usable.index],
+        _rank=pd.to_numeric(rank.loc[usable.index], errors="coerce").astype(float).fillna(math.inf),
     )
     usable = usable.sort_values(["parent_id", "_accepted", "_rank", "image_id"], kind="stable")
     kept = usable.groupby("parent_id", sort=False).head(k)
     return kept.drop(columns=["_accepted", "_rank"])
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value) and not (isinstance(value, float) and math.isnan(value))
 
 
 def _previous_reviews(out: Path, result: pd.DataFrame, notes: list[str]) -> pd.Series:
@@ -641,6 +610,9 @@ def _previous_reviews(out: Path, result: pd.DataFrame, notes: list[str]) -> pd.S
             f"kept {int((kept != '').sum())} review decision(s) from the earlier {out.name}"
         )
     return kept.astype(object)
+
+
+# --------------------------------------------------------------------------- writing
 
 
 def _tidy(frame: pd.DataFrame, *, drop_pathology: bool) -> pd.DataFrame:
@@ -690,3 +662,99 @@ def write_contact_sheets(
         write_contact_sheet(tiles, path, f"seed {parent} - {label} - FST {group['fst'].iloc[0]}")
         written.append(path)
     return written
+
+
+def write_selection(
+    result: pd.DataFrame,
+    out: Path,
+    cands: Candidates,
+    options: SelectionConfig,
+    info: dict[str, Any],
+) -> list[Path]:
+    """The selected manifest, its contact sheets and ``selection.json`` (settings and notes)."""
+    write_manifest(result, out, first=[*list(cands.rows.columns), *SELECTION_COLUMNS])
+    sheets: list[Path] = []
+    if options.contact_sheets:
+        sheets = write_contact_sheets(result, cands.seed_paths, out.parent / SHEETS_DIR)
+    atomic_write_json(
+        out.parent / SELECTION_FILE,
+        {"manifest": out.name, "candidates": str(cands.source), "k": options.k, **info},
+    )
+    return sheets
+
+
+def select_candidates(
+    candidates_csv: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    options: SelectionConfig | None = None,
+    seeds_csv: str | os.PathLike[str] | None = None,
+    test_csv: str | os.PathLike[str] | None = None,
+) -> SelectionResult:
+    """Score, guard, rank and keep; write the manifest ``out``, contact sheets, selection.json.
+
+    ``test_csv``: a plan (its ``split == "test"`` rows) or any manifest of test images, for the
+    leakage guard; without it the guard is off and a note says so.
+    """
+    options = options or SelectionConfig()
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise DermsynthError(f"--out {out}: give a .csv file for the selected manifest")
+    notes: list[str] = []
+    cands = read_candidates(candidates_csv, seeds_csv)
+    pathology = pathology_scores(cands, options, notes)  # first: a wrong classifier fails fast
+    scorers = build_scorers(options, notes)
+    scores, unreadable = score_candidates(cands, scorers, pathology, notes)
+    result = pd.concat([cands.rows, scores], axis=1)
+    result["leak_distance"], result["leak_nearest"] = leakage_columns(
+        cands.rows, unreadable, test_csv, notes, progress=options.progress
+    )
+    result["score"], used = combined_score(result, options.weights)
+    leaks = result["leak_distance"].notna() & (result["leak_distance"] <= options.leakage_threshold)
+    result["excluded"] = leaks | result.index.isin(list(unreadable))
+    result["reason"] = _exclusion_reasons(result, leaks, unreadable)
+    result = rank_candidates(result, options.k, notes)
+    result[REVIEWED] = _previous_reviews(out, result, notes)
+    result["final"] = final_selection(result)
+    has_pathology = "score_pathology" in result.columns
+    result = _tidy(
+        result if has_pathology else result.assign(score_pathology=np.nan),
+        drop_pathology=not has_pathology,
+    )
+    result = result[[*cands.rows.columns, *[c for c in SELECTION_COLUMNS if c in result.columns]]]
+    info = _info(scorers, used, test_csv, notes)
+    sheets = write_selection(result, out, cands, options, info)
+    return SelectionResult(result, out, sheets, notes)
+
+
+def _info(
+    scorers: _Scorers,
+    used: dict[str, float],
+    test_csv: str | os.PathLike[str] | None,
+    notes: list[str],
+) -> dict[str, Any]:
+    options = scorers.options
+    return {
+        "weights": used,
+        "ita_thresholds": list(scorers.thresholds),
+        "embedder": options.embedder,
+        "similarity_thresholds": {"copy": scorers.copy, "drift": scorers.drift},
+        "leakage_threshold": options.leakage_threshold,
+        "test_images": str(test_csv) if test_csv is not None else None,
+        "pathology": (
+            f"classifier:{options.classifier}"
+            if options.classifier is not None
+            else f"clip:{options.clip}"
+            if options.clip is not None
+            else None
+        ),
+        "notes": notes,
+    }
+
+
+def _auto(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

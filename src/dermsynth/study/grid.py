@@ -2,8 +2,9 @@
 
 ``real`` runs do not depend on the augmented condition (every arm of a direction is tested
 on the same rows, with all seeds left out), so a direction has one ``real`` run per repeat,
-one ``real+seed`` run per augmented condition, and one ``real+seed+synthetic`` run per
-augmented condition and dose (the full dose, seeds x synthetic per seed, is the paper's arm).
+one ``real+seed`` run per augmented condition, and one run per augmented condition and dose
+of each dosed arm (:meth:`dermsynth.config.StudyConfig.doses_of`; the full dose, seeds x
+synthetic per seed, is the paper's arm). The arms are those of :mod:`dermsynth.arms`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,23 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
+from dermsynth.arms import (
+    ARMS,
+    POOL_EXTRA_REAL,
+    POOL_SYNTHETIC,
+    POOL_SYNTHETIC_RANDOM,
+    POOL_TONE_SHIFT,
+)
 from dermsynth.config import StudyConfig
 from dermsynth.data.fst import group_label
 from dermsynth.data.manifest import resolve_conditions
 from dermsynth.data.splits import Direction, plan_splits
 from dermsynth.errors import DermsynthError
+from dermsynth.schema import SEED, TEST, TRAIN, TRAIN_SPLITS
+
+# Pools made from the generator's candidates: a study with one of these arms generates.
+SYNTHETIC_POOLS = frozenset({POOL_SYNTHETIC, POOL_SYNTHETIC_RANDOM})
+EXTRA_REAL = "real+seed+extra-real"
 
 
 @dataclass(frozen=True)
@@ -41,21 +54,38 @@ class RunSpec:
         return "__".join(parts)
 
 
+def skipped_arms(config: StudyConfig) -> dict[str, str]:
+    """Arms of the config that cannot run, with the reason (shown by ``study plan``)."""
+    skipped = {}
+    if POOL_EXTRA_REAL in {ARMS[a].pool for a in config.arms} and config.dataset.reserve is None:
+        skipped[EXTRA_REAL] = (
+            "no real images are set aside for it: give dataset.reserve, a table of further real "
+            "images of the seed groups that no test set holds"
+        )
+    return skipped
+
+
+def study_arms(config: StudyConfig) -> list[str]:
+    """The config's arms that run (see :func:`skipped_arms`)."""
+    skipped = skipped_arms(config)
+    return [a for a in config.arms if a not in skipped]
+
+
 def study_grid(config: StudyConfig) -> list[RunSpec]:
-    """Every run of the study, in a stable order."""
-    doses = sorted(set(config.doses) | {config.full_dose})
+    """Every run of the study, in a stable order: direction, repeat, then the shared arms, then
+    per augmented condition each arm at each of its doses."""
+    arms = study_arms(config)
+    shared = [a for a in arms if not ARMS[a].augmented]
+    per_condition = [a for a in arms if ARMS[a].augmented]
     runs: list[RunSpec] = []
     for direction in config.directions:
         for repeat in range(config.repeats):
-            if "real" in config.arms:
-                runs.append(RunSpec(direction.name, "real", repeat=repeat))
+            runs.extend(RunSpec(direction.name, name, repeat=repeat) for name in shared)
             for condition in config.augmented:
-                if "real+seed" in config.arms:
-                    runs.append(RunSpec(direction.name, "real+seed", condition, repeat=repeat))
-                if "real+seed+synthetic" in config.arms:
+                for name in per_condition:
+                    doses = config.doses_of(name) or [0]
                     runs.extend(
-                        RunSpec(direction.name, "real+seed+synthetic", condition, dose, repeat)
-                        for dose in doses
+                        RunSpec(direction.name, name, condition, dose, repeat) for dose in doses
                     )
     return runs
 
@@ -67,12 +97,14 @@ def directions_of(config: StudyConfig) -> list[Direction]:
 
 @dataclass
 class StudyPlan:
-    """What a study will do: its runs with image counts, its generation work, and its cost."""
+    """What a study will do: its runs with image counts, its generation work, the images each
+    arm can draw on, and its cost."""
 
     runs: pd.DataFrame
     generation: pd.DataFrame
     cost: dict[str, float] = field(default_factory=dict)
     splits: dict[str, pd.DataFrame] = field(default_factory=dict)
+    arms: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> dict[str, object]:
         """Headline numbers for printing."""
@@ -87,20 +119,126 @@ class StudyPlan:
 def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> StudyPlan:
     """Lay out the grid on the real table (no images needed) and check it is feasible.
 
-    Every infeasible part (a condition missing, too few seed candidates, a class with no
-    training images) is collected and reported in one error.
+    Every problem (an unknown condition, too few seed candidates, a class with no training
+    images) is collected and reported in one error, each with where it comes from.
     """
     if manifest is None:
         manifest = config.dataset.load()
-    labels = manifest["label"].unique()
-    conditions = resolve_conditions(config.conditions, labels)
-    augmented = resolve_conditions(config.augmented, labels)
+    conditions, augmented = resolve_study_conditions(config, manifest)
+    splits = plan_directions(config, manifest, conditions, augmented)
+    runs = _run_table(config, splits)
+    generation = _generation_table(config, splits)
+    cost = _estimate_cost(config, runs, generation, splits)
+    arms = arm_table(config, splits, augmented)
+    short = arms[arms["short"]]
+    if len(short):
+        raise DermsynthError(
+            "the study is not feasible: "
+            + "; ".join(
+                f"{r.arm} ({r.direction}, {r.augmented}): dose {r.largest_dose} asked, at most "
+                f"{r.available} images available ({r.note})"
+                for r in short.itertuples()
+            )
+        )
+    return StudyPlan(runs, generation, cost, splits, arms)
 
+
+def _available(
+    config: StudyConfig,
+    arm: str,
+    plan: pd.DataFrame,
+    condition: str,
+    reserve: pd.DataFrame | None,
+    seed_group: tuple[int, ...],
+) -> tuple[int | None, str]:
+    """How many images ``arm`` can add (None: as many as asked), and where they come from."""
+    pool = ARMS[arm].pool
+    seeds = plan[(plan["split"] == SEED) & (plan["label"] == condition)]
+    if pool in SYNTHETIC_POOLS:
+        return len(seeds) * config.synthetic_per_seed, "seeds x synthetic_per_seed"
+    if pool == POOL_TONE_SHIFT:
+        n = int(((plan["split"] == TRAIN) & (plan["label"] == condition)).sum())
+        return n, "training images of the condition (fewer if shifted tones miss the group)"
+    if pool == POOL_EXTRA_REAL:
+        if reserve is None:
+            return 0, "no reserve table"
+        rows = reserve[(reserve["label"] == condition) & reserve["fst"].isin(seed_group)]
+        return len(rows), "reserve images of the condition in the seed group"
+    if pool is None:
+        return None, "the seeds themselves"
+    return None, "made as needed"
+
+
+def arm_table(
+    config: StudyConfig, splits: dict[str, pd.DataFrame], augmented: list[str]
+) -> pd.DataFrame:
+    """Per arm, direction and augmented condition: doses, images available, and whether the
+    largest dose fits; skipped arms with their reason."""
+    reserve = None
+    if config.dataset.reserve is not None and any(
+        ARMS[a].pool == POOL_EXTRA_REAL for a in config.arms
+    ):
+        reserve = config.dataset.updated(csv=config.dataset.reserve).load()
+    skipped = skipped_arms(config)
+    seed_groups = {d.name: d.seed_group for d in directions_of(config)}
+    rows = []
+    for arm in config.arms:
+        doses = config.doses_of(arm)
+        for name, plan in splits.items():
+            for condition in augmented if ARMS[arm].augmented else [""]:
+                available, note = _available(
+                    config, arm, plan, condition, reserve, seed_groups[name]
+                )
+                largest = max(doses, default=0)
+                rows.append(
+                    {
+                        "arm": arm,
+                        "direction": name,
+                        "augmented": condition,
+                        "doses": " ".join(map(str, doses)),
+                        "largest_dose": largest,
+                        "available": "" if available is None else available,
+                        "note": skipped.get(arm, note),
+                        "skipped": arm in skipped,
+                        "short": arm not in skipped
+                        and available is not None
+                        and available < largest,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def resolve_study_conditions(
+    config: StudyConfig, manifest: pd.DataFrame
+) -> tuple[list[str], list[str]]:
+    """The config's conditions and augmented conditions as the table spells them; every unknown
+    name is reported at once, with its YAML path."""
+    labels = manifest["label"].unique()
+    problems: list[str] = []
+    resolved: dict[str, list[str]] = {"conditions": [], "augmented": []}
+    for key, names in (("conditions", config.conditions), ("augmented", config.augmented)):
+        for i, name in enumerate(names):
+            try:
+                resolved[key] += resolve_conditions([name], labels)
+            except DermsynthError as exc:
+                problems.append(f"{key}[{i}]: {exc}")
+    if problems:
+        raise DermsynthError(
+            f"{len(problems)} problem(s) with the conditions of {config.dataset.csv}: "
+            + "; ".join(problems)
+        )
+    return resolved["conditions"], resolved["augmented"]
+
+
+def plan_directions(
+    config: StudyConfig, manifest: pd.DataFrame, conditions: list[str], augmented: list[str]
+) -> dict[str, pd.DataFrame]:
+    """The train / seed / test plan of every direction; all infeasible parts in one error."""
     problems: list[str] = []
     splits: dict[str, pd.DataFrame] = {}
     for direction in directions_of(config):
         try:
-            splits[direction.name] = plan_splits(
+            plan = plan_splits(
                 manifest,
                 conditions,
                 direction,
@@ -111,9 +249,9 @@ def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> Stu
         except DermsynthError as exc:
             problems.append(f"{direction.name}: {exc}")
             continue
-        train = splits[direction.name]
-        train_counts = train[train["split"] == "train"]["label"].value_counts()
-        empty = [c for c in conditions if train_counts.get(c, 0) == 0]
+        splits[direction.name] = plan
+        counts = plan[plan["split"] == TRAIN]["label"].value_counts()
+        empty = [c for c in conditions if counts.get(c, 0) == 0]
         if empty:
             problems.append(
                 f"{direction.name}: no training images of {', '.join(map(repr, empty))} in FST "
@@ -121,49 +259,56 @@ def plan_study(config: StudyConfig, manifest: pd.DataFrame | None = None) -> Stu
             )
     if problems:
         raise DermsynthError("the study is not feasible: " + "; ".join(problems))
+    return splits
 
+
+def _run_table(config: StudyConfig, splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per run: its keys and how many images it trains and tests on."""
     rows = []
     for spec in study_grid(config):
         plan = splits[spec.direction]
-        n_train = int((plan["split"] == "train").sum())
+        n_train = int((plan["split"] == TRAIN).sum())
         n_seed = 0
-        if spec.arm != "real":
-            n_seed = int(((plan["split"] == "seed") & (plan["label"] == spec.augmented)).sum())
-        test = plan[plan["split"] == "test"]
+        if ARMS[spec.arm].augmented:
+            n_seed = int(((plan["split"] == SEED) & (plan["label"] == spec.augmented)).sum())
         row = {
             "run_id": spec.run_id,
             **asdict(spec),
             "train_real": n_train,
             "train_seed": n_seed,
-            "train_synthetic": spec.dose,
+            "train_added": spec.dose,
             "train_total": n_train + n_seed + spec.dose,
         }
+        test = plan[plan["split"] == TEST]
         for group, n in test.groupby("test_group").size().items():
             row[f"test_{group}"] = int(n)
         rows.append(row)
     runs = pd.DataFrame(rows)
     test_columns = sorted(c for c in runs.columns if c.startswith("test_"))
     runs[test_columns] = runs[test_columns].fillna(0).astype(int)
+    return runs
 
-    gen_rows = []
-    if "real+seed+synthetic" in config.arms:
-        for name, plan in splits.items():
-            seeds = plan[plan["split"] == "seed"]
-            for condition, group in seeds.groupby("label", sort=False):
-                gen_rows.append(
-                    {
-                        "direction": name,
-                        "condition": condition,
-                        "seed_fst": group_label(sorted(group["fst"].unique())),
-                        "seeds": len(group),
-                        "candidates": len(group) * config.candidates_per_seed,
-                        "selected": len(group) * config.synthetic_per_seed,
-                    }
-                )
-    generation = pd.DataFrame(
-        gen_rows, columns=["direction", "condition", "seed_fst", "seeds", "candidates", "selected"]
-    )
-    return StudyPlan(runs, generation, _estimate_cost(config, runs, generation, splits), splits)
+
+def _generation_table(config: StudyConfig, splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The candidates to generate per direction and augmented condition."""
+    columns = ["direction", "condition", "seed_fst", "seeds", "candidates", "selected"]
+    if not any(ARMS[a].pool in SYNTHETIC_POOLS for a in config.arms):
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for name, plan in splits.items():
+        seeds = plan[plan["split"] == SEED]
+        for condition, group in seeds.groupby("label", sort=False):
+            rows.append(
+                {
+                    "direction": name,
+                    "condition": condition,
+                    "seed_fst": group_label(sorted(group["fst"].unique())),
+                    "seeds": len(group),
+                    "candidates": len(group) * config.candidates_per_seed,
+                    "selected": len(group) * config.synthetic_per_seed,
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _estimate_cost(
@@ -177,16 +322,16 @@ def _estimate_cost(
     gen_seconds = float(generation["candidates"].sum()) * config.generator.seconds_per_image
     test_views = runs.filter(like="test_").sum(axis=1)
     # Backbone passes if every run computed its own features, as a per-run script does.
-    unshared = float((runs["train_total"] * clf.train_views + test_views).sum())
-    if clf.fast_path and not clf.fine_tune:
+    unshared = float((runs["train_total"] * clf.views + test_views).sum())
+    if clf.uses_features:
         # Frozen features are computed once per image view and shared by every run.
         unique_train = pd.concat(
-            [p[p["split"].isin(["train", "seed"])]["image_id"] for p in splits.values()]
+            [p[p["split"].isin(list(TRAIN_SPLITS))]["image_id"] for p in splits.values()]
         ).nunique()
         unique_test = pd.concat(
-            [p[p["split"] == "test"]["image_id"] for p in splits.values()]
+            [p[p["split"] == TEST]["image_id"] for p in splits.values()]
         ).nunique()
-        views = (unique_train + int(generation["selected"].sum())) * clf.train_views + unique_test
+        views = (unique_train + int(generation["selected"].sum())) * clf.views + unique_test
         feature_seconds = views * clf.seconds_per_image
         shared = float(views)
         head_seconds = float(runs["train_total"].sum()) * clf.epochs * 1e-4
@@ -194,9 +339,7 @@ def _estimate_cost(
         feature_seconds = 0.0
         shared = unshared
         per_run = runs["train_total"] * clf.epochs + test_views
-        head_seconds = (
-            float(per_run.sum()) * clf.seconds_per_image * (3.0 if clf.fine_tune else 1.0)
-        )
+        head_seconds = float(per_run.sum()) * clf.seconds_per_image * (3.0 if clf.finetune else 1.0)
     return {
         "generation_seconds": gen_seconds,
         "feature_seconds": feature_seconds,

@@ -1,6 +1,6 @@
 """Training and prediction: the Groh et al. recipe by default, other backbones as options.
 
-* :mod:`~dermsynth.train.config` - :class:`TrainConfig`, every option of a run.
+* :class:`dermsynth.config.ClassifierConfig` - every option of a run (one model of the config tree).
 * :mod:`~dermsynth.train.backbones` - backbones by name, weights, the recipe head.
 * :mod:`~dermsynth.train.model` - :class:`Classifier` (trunk + tail of one network).
 * :mod:`~dermsynth.train.datasets` - transforms, the decode-once image pass, the sampler.

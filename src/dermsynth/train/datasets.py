@@ -24,10 +24,10 @@ from PIL import Image
 from torch.utils.data import Dataset, WeightedRandomSampler
 from torchvision import transforms as T
 
+from dermsynth.config import ClassifierConfig
 from dermsynth.data.images import BadImageError, ImageCache, content_hash
 from dermsynth.errors import DermsynthError
 from dermsynth.train.backbones import BackboneInfo
-from dermsynth.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class TransformSpec:
     crop_scale: tuple[float, float]
 
     @classmethod
-    def build(cls, config: TrainConfig, info: BackboneInfo) -> TransformSpec:
+    def build(cls, config: ClassifierConfig, info: BackboneInfo) -> TransformSpec:
         """The config's sizes, or the backbone's defaults (224 crop of a 256 resize)."""
         size = config.image_size or info.input_size
         resize = config.resize or round(size * info.resize / info.input_size)
@@ -211,17 +211,25 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
 
 
 def class_balanced_sampler(
-    targets: Sequence[int], n_classes: int, generator: torch.Generator
+    targets: Sequence[int],
+    n_classes: int,
+    generator: torch.Generator,
+    row_weights: Sequence[float] | np.ndarray | None = None,
 ) -> WeightedRandomSampler:
-    """WeightedRandomSampler, weight 1 / (count of the item's class), with replacement."""
+    """WeightedRandomSampler, weight 1 / (count of the item's class), with replacement.
+
+    ``row_weights`` count a row as that many rows (the reweight arm): a row's weight is its own
+    over its class's total, and an epoch draws as many items as the rows' weights sum to.
+    """
     labels = np.asarray(targets, dtype=np.int64)
-    counts = np.bincount(labels, minlength=n_classes)
-    if (counts[labels] == 0).any():
+    own = np.ones(len(labels)) if row_weights is None else np.asarray(row_weights, dtype=float)
+    totals = np.bincount(labels, weights=own, minlength=n_classes)
+    if (totals[labels] <= 0).any():
         raise DermsynthError("internal: a sampled class has no items")
-    weights = 1.0 / counts[labels]
+    weights = own / totals[labels]
     return WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double),
-        num_samples=len(labels),
+        torch.as_tensor(weights, dtype=torch.double).tolist(),
+        num_samples=round(float(own.sum())),
         replacement=True,
         generator=generator,
     )

@@ -42,9 +42,12 @@ def train_view(k: int) -> str:
     return TEST_VIEW if k == 0 else f"train-{k}"
 
 
-def train_views(k: int) -> list[str]:
-    """The ``k`` views of a training image."""
-    return [train_view(i) for i in range(k)]
+def train_views(k: int, view_set: int = 0) -> list[str]:
+    """The ``k`` views of a training image; set ``s > 0`` (copy s of a repeated image) has
+    ``k`` augmented views of its own, none shared with another set."""
+    if view_set == 0:
+        return [train_view(i) for i in range(k)]
+    return [train_view(view_set * k + i) for i in range(k)]
 
 
 def _timm_version() -> str | None:

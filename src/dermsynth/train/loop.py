@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dermsynth.train.config import TrainConfig
+from dermsynth.config import ClassifierConfig
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -32,7 +32,7 @@ class LoopState:
 
 
 def make_optimizer(
-    model: nn.Module, config: TrainConfig
+    model: nn.Module, config: ClassifierConfig
 ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
     """Adam (default lr unless ``config.lr``) on the trainable parameters; StepLR(7, 0.1)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -74,7 +74,7 @@ def fit(
     forward: Forward,
     train: Batches,
     val: Batches | None,
-    config: TrainConfig,
+    config: ClassifierConfig,
     device: torch.device,
     state: LoopState,
     optimizer: torch.optim.Optimizer,

@@ -7,8 +7,8 @@ import hashlib
 import torch
 from torch import nn
 
+from dermsynth.config import ClassifierConfig
 from dermsynth.train.backbones import BackboneInfo, build_backbone
-from dermsynth.train.config import TrainConfig
 from dermsynth.train.datasets import normalize_batch
 
 
@@ -19,7 +19,7 @@ class Classifier(nn.Module):
     are registered once, under ``net``): ``forward(x) == tail(trunk(x)) == net(x)``.
     """
 
-    def __init__(self, config: TrainConfig, classes: list[str]) -> None:
+    def __init__(self, config: ClassifierConfig, classes: list[str]) -> None:
         super().__init__()
         frozen = not config.finetune
         built = build_backbone(

@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from dermsynth.config import ClassifierConfig
 from dermsynth.data.images import ImageCache
 from dermsynth.data.manifest import load_manifest
 from dermsynth.errors import DermsynthError
 from dermsynth.io import atomic_write_csv
 from dermsynth.train.backbones import weights_identity
-from dermsynth.train.config import TrainConfig
 from dermsynth.train.datasets import (
     ImageDataset,
     PreparedImages,
@@ -63,7 +63,7 @@ class Scorer:
     """A model with what scoring needs: its transform, caches and device."""
 
     model: Classifier
-    config: TrainConfig
+    config: ClassifierConfig
     spec: TransformSpec
     weights_id: str
     cache_dir: Path
@@ -184,7 +184,7 @@ def predictions_frame(rows: pd.DataFrame, logp: np.ndarray, classes: list[str]) 
 def save_checkpoint(
     path: Path,
     model: Classifier,
-    config: TrainConfig,
+    config: ClassifierConfig,
     spec: TransformSpec,
     weights_id: str,
     extra: dict[str, Any] | None = None,
@@ -233,7 +233,7 @@ def load_run(
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same user error
         raise DermsynthError(f"{path}: not a readable checkpoint ({exc})") from None
     settings = {**payload["config"], **{k: v for k, v in overrides.items() if v is not None}}
-    config = TrainConfig.from_dict(settings)
+    config = ClassifierConfig.from_dict(settings)
     weights_id = weights_identity(config.weights)
     if weights_id != payload["weights_id"]:
         raise DermsynthError(

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from dermsynth.config import ClassifierConfig
 from dermsynth.errors import DermsynthError
 from dermsynth.io import (
     FolderLock,
@@ -28,8 +29,8 @@ from dermsynth.io import (
     atomic_write_json,
     clear_partials,
 )
+from dermsynth.schema import AUGMENTED, SYNTHETIC, TEST, TRAIN_SPLITS, VIEW_SET, WEIGHT
 from dermsynth.train.backbones import backbone_info, weights_identity
-from dermsynth.train.config import TrainConfig
 from dermsynth.train.datasets import (
     ImageDataset,
     PreparedImages,
@@ -51,7 +52,7 @@ from dermsynth.train.predict import (
     save_checkpoint,
 )
 
-TRAIN_SPLITS = ("train", "seed")
+MADE = (SYNTHETIC, AUGMENTED)  # training rows made by the product, whatever their split
 
 
 @dataclass
@@ -72,10 +73,10 @@ def split_rows(manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     manifest has no ``split`` column (then there are no test rows)."""
     if "split" not in manifest.columns:
         return manifest.reset_index(drop=True), manifest.iloc[:0]
-    train = manifest["split"].isin(TRAIN_SPLITS) | (manifest["origin"] == "synthetic")
-    return manifest[train].reset_index(drop=True), manifest[
-        manifest["split"] == "test"
-    ].reset_index(drop=True)
+    train = manifest["split"].isin(TRAIN_SPLITS) | manifest["origin"].isin(MADE)
+    return manifest[train].reset_index(drop=True), manifest[manifest["split"] == TEST].reset_index(
+        drop=True
+    )
 
 
 def resolve_classes(train: pd.DataFrame, classes: tuple[str, ...] | None, source: str) -> list[str]:
@@ -112,7 +113,7 @@ def carve_validation(train: pd.DataFrame, fraction: float, seed: int) -> np.ndar
     if fraction <= 0:
         return mask
     rng = np.random.default_rng(seed)
-    real = train["origin"].to_numpy() != "synthetic"
+    real = ~train["origin"].isin(MADE).to_numpy()
     for label in sorted(set(train["label"])):
         idx = np.flatnonzero((train["label"].to_numpy() == label) & real)
         n = min(round(len(idx) * fraction), len(idx) - 1) if len(idx) > 1 else 0
@@ -134,12 +135,12 @@ def _save_state(path: Path, payload: dict[str, Any]) -> None:
 def train_run(
     manifest: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    config: TrainConfig | None = None,
+    config: ClassifierConfig | None = None,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Train one model on a manifest's training rows; write the run folder (see module doc)."""
-    config = config or TrainConfig()
+    config = config or ClassifierConfig()
     started = time.perf_counter()
     run_dir = Path(out)
     cache = Path(cache_dir) if cache_dir is not None else run_dir.resolve().parent / "cache"
@@ -173,7 +174,7 @@ def _train(
     train: pd.DataFrame,
     test: pd.DataFrame,
     classes: list[str],
-    config: TrainConfig,
+    config: ClassifierConfig,
     resolved: dict[str, Any],
     cache: Path,
     started: float,
@@ -281,10 +282,10 @@ def _fast_path_data(
 ) -> Data:
     """Batches of cached trunk features (K views per training image); forward = the tail."""
     config, skip = scorer.config, scorer.config.skip_bad_images
-    fit_rows, fit_feats = scorer.features(fit, train_views(config.views), skip_bad=skip)
+    fit_rows, fit_feats = _training_features(scorer, fit)
     val_rows, val_feats = scorer.features(val, [TEST_VIEW], skip_bad=skip)
     targets = [index[c] for c in fit_rows.rows["label"]]
-    sampler = class_balanced_sampler(targets, len(index), generator)
+    sampler = class_balanced_sampler(targets, len(index), generator, row_weights(fit_rows.rows))
     return (
         fit_rows,
         val_rows,
@@ -292,6 +293,30 @@ def _fast_path_data(
         FeatureBatches(val_feats, [index[c] for c in val_rows.rows["label"]], 256),
         scorer.model.tail,
     )
+
+
+def _training_features(scorer: Scorer, fit: pd.DataFrame) -> tuple[PreparedImages, np.ndarray]:
+    """Features of K views per training row; a repeated image's copy k uses its k-th view set."""
+    views, skip = scorer.config.views, scorer.config.skip_bad_images
+    sets = fit[VIEW_SET] if VIEW_SET in fit.columns else pd.Series(0, index=fit.index)
+    parts = [
+        scorer.features(fit[sets == k], train_views(views, int(k)), skip_bad=skip)
+        for k in sorted(set(sets))
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    prepared = PreparedImages(
+        pd.concat([p.rows for p, _ in parts], ignore_index=True),
+        [h for p, _ in parts for h in p.hashes],
+        [e for p, _ in parts for e in p.entries],
+        pd.concat([p.skipped for p, _ in parts], ignore_index=True),
+    )
+    return prepared, np.concatenate([f for _, f in parts])
+
+
+def row_weights(rows: pd.DataFrame) -> np.ndarray | None:
+    """The sampler weight of each training row (None: every row counts once)."""
+    return rows[WEIGHT].to_numpy(dtype=float) if WEIGHT in rows.columns else None
 
 
 def _image_path_data(
@@ -310,7 +335,7 @@ def _image_path_data(
         for rows in (fit, val)
     )
     targets = [index[c] for c in fit_rows.rows["label"]]
-    sampler = class_balanced_sampler(targets, len(index), generator)
+    sampler = class_balanced_sampler(targets, len(index), generator, row_weights(fit_rows.rows))
     loader = DataLoader(
         ImageDataset(fit_rows.entries, targets, train_transform(spec, to_float=False)),
         batch_size=config.batch_size,
@@ -366,7 +391,7 @@ def _finished(run_dir: Path, resolved: dict[str, Any]) -> RunResult | None:
 
 def _resume(
     run_dir: Path,
-    config: TrainConfig,
+    config: ClassifierConfig,
     model: Classifier,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,

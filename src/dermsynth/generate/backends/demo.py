@@ -25,6 +25,7 @@ from typing import Any
 
 from PIL import Image
 
+from dermsynth.config import GeneratorSettings
 from dermsynth.errors import DermsynthError
 from dermsynth.generate.backends.base import BackendFailure, Job, Result
 from dermsynth.generate.backends.diffusers_backend import DiffusersBackend, make_scheduler
@@ -35,7 +36,7 @@ class DemoBackend(DiffusersBackend):
 
     name = "demo"
 
-    def __init__(self, params: Any) -> None:
+    def __init__(self, params: GeneratorSettings) -> None:
         super().__init__(params)
         self._resolution: int | None = None
 
@@ -75,16 +76,6 @@ class DemoBackend(DiffusersBackend):
             raise DermsynthError(
                 "the demo backend makes img2img variations of the seeds or text2img samples; it "
                 "has no inpainting model: use --mode img2img (or text2img)"
-            )
-        if params.lora:
-            raise DermsynthError(
-                "the demo backend takes no --lora; train a model with `dermsynth generator train-demo`"
-            )
-        if params.safety_checker:
-            raise DermsynthError("the demo backend has no safety checker; drop --safety-checker")
-        if params.negative_prompt:
-            raise DermsynthError(
-                "the demo backend is conditioned on label and skin type, not text; drop --negative-prompt"
             )
         if params.precision in ("fp16", "bf16"):
             raise DermsynthError("the demo backend runs in fp32; use --precision fp32 (or auto)")

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dermsynth.config import GeneratorSettings
 from dermsynth.errors import DermsynthError
-from dermsynth.generate.backends.base import BackendFailure, GenerationParams, Job, Result
+from dermsynth.generate.backends.base import BackendFailure, Job, Result
 
 PIPELINE_CLASSES = {
     "inpaint": "StableDiffusionInpaintPipeline",
@@ -33,7 +34,7 @@ class DiffusersBackend:
     name = "diffusers"
     default_resolution = 512
 
-    def __init__(self, params: GenerationParams) -> None:
+    def __init__(self, params: GeneratorSettings) -> None:
         self.params = params
         self.pipe: Any = None
         self._device: str | None = None
@@ -77,9 +78,10 @@ class DiffusersBackend:
 
     def _check_common(self) -> None:
         params = self.params
-        if params.lora and not Path(params.lora).expanduser().exists():
+        lora = getattr(params, "lora", "")  # the demo model takes none
+        if lora and not Path(lora).expanduser().exists():
             raise DermsynthError(
-                f"LoRA weights {params.lora} not found; give the folder written by "
+                f"LoRA weights {lora} not found; give the folder written by "
                 "`dermsynth generator finetune` or a .safetensors file"
             )
         if params.mode != "text2img" and int(params.steps * params.effective_strength) < 1:
@@ -130,7 +132,7 @@ class DiffusersBackend:
         model = self.params.model.strip()
         path = Path(model).expanduser()
         extra: dict[str, Any] = {}
-        if not self.params.safety_checker:
+        if not getattr(self.params, "safety_checker", False):
             extra = {"safety_checker": None, "requires_safety_checker": False}
         try:
             if path.exists():
@@ -162,11 +164,14 @@ class DiffusersBackend:
         scheduler = make_scheduler(params.scheduler, pipe.scheduler)
         if scheduler is not None:
             pipe.scheduler = scheduler
-        if params.safety_checker and getattr(pipe, "safety_checker", None) is None:
+        if (
+            getattr(params, "safety_checker", False)
+            and getattr(pipe, "safety_checker", None) is None
+        ):
             raise DermsynthError(
                 f"--safety-checker was asked but {self.model_name} ships no safety checker"
             )
-        if params.lora:
+        if getattr(params, "lora", ""):
             lora = Path(params.lora).expanduser()
             try:
                 if lora.is_file():
@@ -201,7 +206,7 @@ class DiffusersBackend:
             "generator": [torch.Generator("cpu").manual_seed(j.random_seed) for j in jobs],
             "output_type": "pil",
         }
-        if params.negative_prompt:
+        if getattr(params, "negative_prompt", ""):
             kwargs["negative_prompt"] = [params.negative_prompt] * len(jobs)
         if params.mode == "text2img":
             kwargs.update(height=size, width=size)

@@ -17,8 +17,9 @@ from typing import Any
 
 from PIL import Image
 
+from dermsynth.config import GeneratorSettings
 from dermsynth.errors import DermsynthError
-from dermsynth.generate.backends.base import GenerationParams, Job, Result
+from dermsynth.generate.backends.base import Job, Result
 
 DEFAULT_MODEL = "dall-e-2"
 DALLE2_SIZES = (256, 512, 1024)
@@ -56,7 +57,7 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(
-        self, params: GenerationParams, *, sleep: Callable[[float], None] = time.sleep
+        self, params: GeneratorSettings, *, sleep: Callable[[float], None] = time.sleep
     ) -> None:
         self.params = params
         self.client: Any = None

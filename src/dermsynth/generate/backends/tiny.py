@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dermsynth.config import GeneratorSettings
 from dermsynth.errors import DermsynthError
-from dermsynth.generate.backends.base import GenerationParams
 from dermsynth.generate.backends.diffusers_backend import DiffusersBackend
 
 TINY_MAX_TOKENS = 128
@@ -142,7 +142,7 @@ class TinyBackend(DiffusersBackend):
     name = "tiny"
     default_resolution = 64
 
-    def __init__(self, params: GenerationParams) -> None:
+    def __init__(self, params: GeneratorSettings) -> None:
         super().__init__(params)
 
     @property
@@ -157,8 +157,6 @@ class TinyBackend(DiffusersBackend):
                 "the tiny backend builds its own model; to run a saved folder use "
                 f"--backend diffusers --model {self.params.model}"
             )
-        if self.params.safety_checker:
-            raise DermsynthError("the tiny backend has no safety checker; drop --safety-checker")
         self._check_common()
 
     def _load_pipeline(self, cls: Any, dtype: Any) -> Any:

@@ -1,4 +1,8 @@
-"""``dermsynth demo``: the whole protocol on simulated data, end to end, on a laptop CPU."""
+"""``dermsynth demo``: the whole protocol on simulated data, end to end, on a laptop CPU.
+
+It sits above the study and the report: it simulates a dataset, runs the packaged study
+config (``demo.yaml``) on it and writes the report.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from pathlib import Path
 
 from dermsynth.config import StudyConfig, load_config
 from dermsynth.errors import DermsynthError
-from dermsynth.study.runner import Echo, _stderr, run_study
+from dermsynth.report import build_report
+from dermsynth.study.runner import Echo, run_study, stderr_echo
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 DEMO_SCALE = 0.5  # x the paper's Table 1 counts: about 1,400 images
@@ -22,10 +27,9 @@ def demo_config(data_csv: Path) -> StudyConfig:
     )
 
 
-def run_demo(out: str | Path, *, echo: Echo = _stderr, progress: bool = True) -> Path:
+def run_demo(out: str | Path, *, echo: Echo = stderr_echo, progress: bool = True) -> Path:
     """Simulate data, run the study, write the report; returns the report's path (resumable)."""
     from dermsynth.data.simulate import simulate_dataset
-    from dermsynth.report import build_report
 
     out = Path(out)
     if out.exists() and not out.is_dir():
