@@ -226,6 +226,53 @@ def test_conditions_learnable_on_light_skin() -> None:
     assert accuracy > 0.4  # chance is 1/7
 
 
+def test_reserve_table_of_chosen_cells_has_its_own_ids_and_images(
+    sim_dir: Path, tmp_path: Path
+) -> None:
+    cells = [("psoriasis", 5), ("psoriasis", 6), ("squamous cell carcinoma", 6)]
+    reserve = tmp_path / "reserve"
+    csv = simulate_dataset(
+        reserve,
+        scale=SCALE,
+        random_seed=3,  # the main table's seed: the prefix alone keeps the draws apart
+        image_size=SIZE,
+        workers=1,
+        progress=False,
+        cells=cells,
+        id_prefix="reserve-",
+    )
+    table = pd.read_csv(csv, dtype=str)
+    counts = cell_counts(SCALE)
+    assert table.groupby(["label", "fitzpatrick_scale"]).size().to_dict() == {
+        (c, str(f)): counts[(c, f)] for c, f in cells
+    }
+    assert table["md5hash"].str.fullmatch(r"reserve-[0-9a-f]{32}").all()
+    manifest = load_manifest(csv)
+    assert set(manifest["image_id"]) == set(table["md5hash"])
+    main = pd.read_csv(sim_dir / CSV_NAME, dtype=str)
+    assert not set(table["md5hash"]) & set(main["md5hash"])
+    main_bytes = set(_files(sim_dir).values())
+    assert not any(b in main_bytes for b in _files(reserve).values())
+    # Every cell, no prefix: the plan (ids, rows, image keys) is the main table's own.
+    assert plan_dataset(sim_dir, SCALE, 3, SIZE, list(counts)) == plan_dataset(
+        sim_dir, SCALE, 3, SIZE
+    )
+
+
+def test_reserve_table_bad_inputs(tmp_path: Path) -> None:
+    for cells, message in (
+        ([("eczema", 5)], "unknown condition 'eczema'"),
+        ([("psoriasis", 7)], "FST in cells must be 1-6"),
+        ([], "cells is empty"),
+        (["psoriasis"], r"\(condition, FST\) pairs"),
+    ):
+        with pytest.raises(DermsynthError, match=message):
+            simulate_dataset(tmp_path / "r", scale=SCALE, image_size=SIZE, cells=cells)
+    with pytest.raises(DermsynthError, match="id prefix"):
+        simulate_dataset(tmp_path / "r", scale=SCALE, image_size=SIZE, id_prefix="../x")
+    assert not (tmp_path / "r").exists()
+
+
 def test_render_image_size_and_note() -> None:
     image = render_image("psoriasis", 4, 1, size=(120, 90))
     assert image.size == (120, 90) and image.mode == "RGB"

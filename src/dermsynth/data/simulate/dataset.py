@@ -7,6 +7,7 @@ import io
 import math
 import os
 import re
+from collections.abc import Collection, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,18 +115,28 @@ def _centaur(rng: np.random.Generator, fst: int) -> int:
 
 
 def plan_dataset(
-    out_dir: Path, scale: float, random_seed: int, image_size: int
+    out_dir: Path,
+    scale: float,
+    random_seed: int,
+    image_size: int,
+    cells: Collection[tuple[str, int]] | None = None,
+    id_prefix: str = "",
 ) -> tuple[list[dict[str, object]], list[_Task]]:
-    """The CSV rows and the image tasks of a dataset, in a fixed order."""
+    """The CSV rows and the image tasks of a dataset (only ``cells`` if given), in a fixed order."""
     rows: list[dict[str, object]] = []
     tasks: list[_Task] = []
     images = out_dir / IMAGES_DIRNAME
+    wanted = None if cells is None else set(cells)
+    # A prefix also enters the key, so a reserve table draws other images than the main one.
+    stem = f"dermsynth-sim:{id_prefix}:" if id_prefix else "dermsynth-sim:"
     for (condition, fst), n in cell_counts(scale).items():
+        if wanted is not None and (condition, fst) not in wanted:
+            continue
         nine, three = PARTITIONS[condition]
         weights = np.array(TABLE1[condition], dtype=float)
         for index in range(n):
-            key = f"dermsynth-sim:{random_seed}:{condition}:{fst}:{index}"
-            md5 = hashlib.md5(key.encode()).hexdigest()
+            key = f"{stem}{random_seed}:{condition}:{fst}:{index}"
+            md5 = id_prefix + hashlib.md5(key.encode()).hexdigest()
             meta = np.random.default_rng(_seed_of(key + ":meta"))
             shown = (
                 fst
@@ -190,6 +201,29 @@ def _run_task(task: _Task) -> bool:
     return True
 
 
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_cells(cells: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The (condition, FST) cells asked for; an unknown condition or type stops with a message."""
+    wanted: set[tuple[str, int]] = set()
+    for cell in cells:
+        try:
+            condition, fst = cell
+        except (TypeError, ValueError):
+            raise DermsynthError(f"cells must be (condition, FST) pairs, got {cell!r}") from None
+        if condition not in TABLE1:
+            raise DermsynthError(
+                f"unknown condition {condition!r} in cells; known: {', '.join(TABLE1)}"
+            )
+        if fst not in (*FST_TYPES, UNKNOWN_FST):
+            raise DermsynthError(f"FST in cells must be 1-6 or {UNKNOWN_FST}, got {fst!r}")
+        wanted.add((condition, int(fst)))
+    if not wanted:
+        raise DermsynthError("cells is empty; give at least one (condition, FST) pair")
+    return wanted
+
+
 def _n_workers(workers: int) -> int:
     if workers > 0:
         return workers
@@ -207,12 +241,19 @@ def simulate_dataset(
     image_size: int = 512,
     workers: int = 0,
     progress: bool = True,
+    cells: Iterable[tuple[str, int]] | None = None,
+    id_prefix: str = "",
 ) -> Path:
     """Write a simulated dataset (JPEGs and a Fitzpatrick 17k-schema CSV); return the CSV path.
 
     ``scale`` multiplies the paper's Table 1 counts (0.25: about 700 images); ``image_size`` is
     the longest image side in pixels (sides vary 85-100% of it); ``workers`` processes render
     (0: one per core). Deterministic in ``random_seed``; images already there are kept.
+
+    ``cells`` keeps only those (condition, FST) cells (their Table 1 counts at ``scale``);
+    ``id_prefix`` starts every ``md5hash`` (and enters each image's random key): a reserve table
+    of extra images, say of the target groups, whose ids never equal a table's unprefixed ids
+    and whose images differ from its images, whatever the ``random_seed``.
     """
     if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
         raise DermsynthError(f"scale must be a positive number, got {scale!r}")
@@ -220,11 +261,18 @@ def simulate_dataset(
         raise DermsynthError(f"image size must be at least 64 pixels, got {image_size!r}")
     if workers < 0:
         raise DermsynthError(f"workers must be 0 (one per core) or more, got {workers!r}")
+    wanted = None if cells is None else _check_cells(cells)
+    if id_prefix and not _PREFIX.fullmatch(id_prefix):
+        raise DermsynthError(
+            f"id prefix must be letters, digits, '-' or '_' (it names files), got {id_prefix!r}"
+        )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DermsynthError(f"{out} exists and is not a folder")
     (out / IMAGES_DIRNAME).mkdir(parents=True, exist_ok=True)
-    rows, tasks = plan_dataset(out, float(scale), int(random_seed), int(image_size))
+    rows, tasks = plan_dataset(
+        out, float(scale), int(random_seed), int(image_size), wanted, id_prefix
+    )
 
     from tqdm.auto import tqdm
 

@@ -68,7 +68,7 @@ def _basal_cell_carcinoma(cv: Canvas) -> None:
     # Rolled border: a raised, paler, shinier rim.
     rim = np.exp(-(((d - 0.82) / 0.12) ** 2)).astype(np.float32)
     cv.tint(sl, rim * body, (6.0 - 2.0 * t, -3.0, -4.0))
-    height = (dome(d) * 0.6 + rim * 0.6) * np.float32(r * 0.25)
+    height: np.ndarray = (dome(d) * 0.6 + rim * 0.6) * np.float32(r * 0.25)
     if ulcerated:
         core = edge_alpha(d / 0.38, 0.4)
         height = height - core * np.float32(r * 0.2)

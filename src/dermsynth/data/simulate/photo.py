@@ -82,7 +82,9 @@ def add_lighting(cv: Canvas) -> None:
     yy = (np.arange(cv.h, dtype=np.float32)[:, None] - cv.h / 2) / np.float32(cv.S / 2)
     xx = (np.arange(cv.w, dtype=np.float32)[None, :] - cv.w / 2) / np.float32(cv.S / 2)
     lx, ly = cv.light
-    light = np.float32(rng.uniform(1.5, 5.0)) * (xx * np.float32(lx) + yy * np.float32(ly))
+    light: np.ndarray = np.float32(rng.uniform(1.5, 5.0)) * (
+        xx * np.float32(lx) + yy * np.float32(ly)
+    )
     light = light - np.float32(rng.uniform(2.0, 9.0)) * (xx * xx + yy * yy) ** 1.4 / 2.5
     if rng.random() < 0.5:
         # A limb or trunk curving away from the camera darkens towards two sides.
