@@ -75,7 +75,7 @@ def test_train_demo_cli_writes_a_loadable_pipeline_folder(tmp_path, run_cli, tin
     csv = tmp_path / "manifest.csv"
     tiny_data.to_csv(csv, index=False)
     out = tmp_path / "model"
-    args = ["generator", "train-demo", "--data", csv, "--out", out, "--steps", "40", *TINY_CLI]
+    args = ["generator", "train-demo", "--data", csv, "--out", out, "--steps", "80", *TINY_CLI]
     result = run_cli(*args)
     assert result.code == 0, result.stderr
     assert "wrote" in result.stdout and "--backend demo" in result.stdout
@@ -84,12 +84,14 @@ def test_train_demo_cli_writes_a_loadable_pipeline_folder(tmp_path, run_cli, tin
     assert {"unet", "scheduler", "conditioning"} <= set(index)
     record = read_record(out)
     curve = [loss for _, loss in record["loss_curve"]]
-    assert np.mean(curve[-5:]) < 0.8 * np.mean(curve[:5]), "the loss falls"
+    # Per-step losses swing with the drawn timesteps: compare the first and last quarters.
+    quarter = len(curve) // 4
+    assert np.mean(curve[-quarter:]) < 0.8 * np.mean(curve[:quarter]), "the loss falls"
     assert record["data"]["images"] == len(tiny_data) and record["resolution"] == 16
     assert record["conditions"] == list(PAPER_CONDITIONS)
     assert record["train_seconds"] > 0 and record["train_cpu_seconds"] > 0
     readme = (out / "README.txt").read_text()
-    assert readme.count("dermsynth generator train-demo") == 1 and "--steps 40" in readme
+    assert readme.count("dermsynth generator train-demo") == 1 and "--steps 80" in readme
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv", "model"]
     pipe = load_demo_pipeline(out)
     images = pipe(["psoriasis", "folliculitis"], [1, 6], num_inference_steps=3).images

@@ -10,8 +10,9 @@ generator train-demo``, or empty (or ``demo``) for the model shipped with the pa
 
 The condition and skin type come from the seed's ``label`` and ``fst``, not from the prompt,
 which is recorded as usual. ``--guidance`` above 1 applies classifier-free guidance (1 turns it
-off and halves the cost; the default 7.5 of Stable Diffusion over-saturates this model).
-``--scheduler`` swaps the model's DPM-Solver++ as for the diffusers backend. Images are made at
+off and halves the cost; the demo uses 2.0, and Stable Diffusion's 7.5 over-saturates this model).
+``--scheduler`` swaps the model's SDE-DPM-Solver++ as for the diffusers backend (``dpm``, the
+default, keeps it: it is built from the model's own scheduler config). Images are made at
 the model's resolution (64 px for the shipped model) and resized (bicubic) to ``--resolution``
 when that differs. Each image's noise comes from its own random seed, so an image does not
 depend on the batch it ran in.

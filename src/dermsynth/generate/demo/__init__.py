@@ -5,7 +5,7 @@ saved and loaded with ``save_pretrained`` / ``from_pretrained``::
 
     model_index.json   the pipeline class, its components and the patch size
     unet/              UNet2DModel on 2x2 pixel patches (v-prediction, cosine noise schedule)
-    scheduler/         DPM-Solver++ (2M), trailing timesteps
+    scheduler/         SDE-DPM-Solver++ (2M), trailing timesteps
     conditioning/      DemoConditioning: condition + Fitzpatrick-type embedding
     training.json      settings, data fingerprint, per-type counts, loss curve, seconds
     README.txt         what the folder is and the command that reproduces it

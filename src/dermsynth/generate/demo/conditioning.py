@@ -29,7 +29,7 @@ def normalise_label(name: str) -> str:
 class DemoConditioning(ModelMixin, ConfigMixin):
     """Condition vector + FST vector per image (rows ``0..n-1`` conditions, ``n`` none)."""
 
-    config_name = "config.json"
+    config_name = "config.json"  # type: ignore[assignment]  # diffusers declares it None
 
     @register_to_config
     def __init__(self, conditions: Sequence[str] = (), embedding_dim: int = 128) -> None:
@@ -41,12 +41,12 @@ class DemoConditioning(ModelMixin, ConfigMixin):
     @property
     def conditions(self) -> list[str]:
         """The conditions it knows, in index order."""
-        return list(self.config.conditions)
+        return list(self.config["conditions"])
 
     @property
     def null_condition(self) -> int:
         """Row of "no condition"."""
-        return len(self.config.conditions)
+        return len(self.config["conditions"])
 
     def condition_ids(self, labels: Sequence[str]) -> torch.Tensor:
         """Row of each label (case and spacing forgiven); one line naming the known ones if not."""

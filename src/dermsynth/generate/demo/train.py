@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from diffusers import DDPMScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffusers.training_utils import EMAModel
 
 from dermsynth.data.fst import FST_TYPES
@@ -67,11 +67,11 @@ class DemoTrainConfig:
 
     resolution: int = 64
     patch_size: int = 2
-    block_out_channels: tuple[int, ...] = (48, 96, 192)
+    block_out_channels: tuple[int, ...] = (32, 64, 128)
     layers_per_block: int = 1
-    steps: int = 5000
+    steps: int = 3000
     batch_size: int = 16
-    learning_rate: float = 1e-3
+    learning_rate: float = 1.5e-3
     warmup_steps: int = 200
     ema_decay: float = 0.999
     ema_power: float = 0.75
@@ -135,9 +135,10 @@ def training_rows(csv: str | os.PathLike[str]) -> pd.DataFrame:
 def data_fingerprint(rows: pd.DataFrame) -> str:
     """SHA-256 over each image's id, label, FST and bytes: the exact data a model learned."""
     digest = hashlib.sha256()
-    for row in rows.itertuples(index=False):
-        content = hashlib.sha256(Path(row.path).read_bytes()).hexdigest()
-        digest.update(f"{row.image_id}\t{row.label}\t{int(row.fst)}\t{content}\n".encode())
+    columns = (rows[c].tolist() for c in ("image_id", "label", "fst", "path"))
+    for image_id, label, fst, path in zip(*columns, strict=True):
+        content = hashlib.sha256(Path(str(path)).read_bytes()).hexdigest()
+        digest.update(f"{image_id}\t{label}\t{int(fst)}\t{content}\n".encode())
     return digest.hexdigest()
 
 
@@ -492,7 +493,7 @@ def readme(record: dict[str, Any]) -> str:
         f"A class- and skin-type-conditional pixel-space diffusion model at {res}x{res} px: a",
         "diffusers DiffusionPipeline (DemoPipeline: UNet2DModel on "
         f"{s['patch_size']}x{s['patch_size']} pixel patches,",
-        "DPM-Solver++ scheduler, condition + Fitzpatrick-type embedding), for",
+        "SDE-DPM-Solver++ scheduler, condition + Fitzpatrick-type embedding), for",
         "`dermsynth generate --backend demo` (img2img variations of seed images, or text2img).",
         "Load: dermsynth.generate.demo.load_demo_pipeline(FOLDER), or DemoPipeline.from_pretrained.",
         "SIMULATED DATA ONLY: not real patients.",
