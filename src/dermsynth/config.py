@@ -539,6 +539,18 @@ class ExecutorConfig(Settings):
     workers: int = Field(1, ge=1, description="Local Ray: CPUs to start it with.")
 
 
+class EvaluationConfig(Settings):
+    """What a study measures besides its classifiers."""
+
+    synthetic_quality: bool = Field(
+        True, description="Measure every image pool an arm adds (KID, PRDC, CAS, copies, tone)."
+    )
+    features: str = Field(
+        "colour-texture",
+        description="Feature extractor of those metrics (see `dermsynth evaluate synthetic`).",
+    )
+
+
 class StudyConfig(Settings):
     """A whole study: the paper's protocol by default."""
 
@@ -571,6 +583,7 @@ class StudyConfig(Settings):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from dermsynth.cli.common import (
     PATH_COLUMN,
     read_table,
 )
+from dermsynth.cli.options import finite
 from dermsynth.errors import DermsynthError
 
 if TYPE_CHECKING:
@@ -170,12 +171,17 @@ def fetch(
     workers: int = typer.Option(8, "--workers", min=1, max=64, help="Concurrent downloads."),
     retries: int = typer.Option(3, "--retries", min=0, help="Retries per image, with backoff."),
     timeout: float = typer.Option(
-        30.0, "--timeout", min=0.1, help="Seconds to wait for a connection or for more data."
+        30.0,
+        "--timeout",
+        min=0.1,
+        help="Seconds to wait for a connection or for more data.",
+        callback=finite,
     ),
     deadline: float = typer.Option(
         120.0,
         "--deadline",
         min=0.1,
+        callback=finite,
         help="Seconds for each image's whole download, retries included; then it fails.",
     ),
     max_bytes: int = typer.Option(
@@ -285,7 +291,12 @@ def dedup(
 def simulate(
     out: Path = typer.Option(..., "--out", help="Folder for images/ and the CSV."),
     scale: float = typer.Option(
-        0.25, "--scale", min=0.001, max=10.0, help="Multiplier on the paper's Table 1 counts."
+        0.25,
+        "--scale",
+        min=0.001,
+        max=10.0,
+        help="Multiplier on the paper's Table 1 counts.",
+        callback=finite,
     ),
     random_seed: int = typer.Option(0, "--random-seed"),
     image_size: int = typer.Option(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dermsynth.cli.options import backend_option, generator_settings
+from dermsynth.cli.options import backend_option, finite, generator_settings
 from dermsynth.config import PAPER_TEMPLATE, MaskConfig
 from dermsynth.errors import DermsynthError
 
@@ -183,7 +183,9 @@ def finetune_command(
         "text2img", "--mode", help="text2img or inpaint (a 9-channel inpainting UNet)."
     ),
     steps: int = typer.Option(500, "--steps", help="Optimizer steps."),
-    learning_rate: float = typer.Option(1e-4, "--learning-rate", help="AdamW learning rate."),
+    learning_rate: float = typer.Option(
+        1e-4, "--learning-rate", help="AdamW learning rate.", callback=finite
+    ),
     rank: int = typer.Option(4, "--rank", help="LoRA rank."),
     batch_size: int = typer.Option(1, "--batch-size", help="Images per step."),
     resolution: int | None = typer.Option(
@@ -234,7 +236,7 @@ def train_demo_command(
     steps: int = typer.Option(800, "--steps", help="Optimizer steps."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
     learning_rate: float = typer.Option(
-        1e-3, "--learning-rate", help="Peak AdamW learning rate (cosine decay)."
+        1e-3, "--learning-rate", help="Peak AdamW learning rate (cosine decay).", callback=finite
     ),
     random_seed: int = typer.Option(0, "--random-seed"),
     work_dir: Path | None = typer.Option(
