@@ -233,7 +233,8 @@ def _imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
         raise DermsynthError(
             f"ImageNet weights for {name} are not on this machine and cannot be downloaded "
             f"({type(exc).__name__}: {exc}). Place {filename} (from {url}) in {folder}/ "
-            f"(or set TORCH_HOME), or pass a local state-dict file with --weights PATH"
+            f"(or set TORCH_HOME), or give a local state-dict file (--weights PATH; in a study "
+            "config, classifier: {weights: PATH})"
         ) from None
 
 

@@ -158,7 +158,9 @@ def prepare_images(
         first = rows["image_id"].iloc[bad[0]]
         more = f" ({len(bad) - 1} more bad image(s))" if len(bad) > 1 else ""
         raise BadImageError(
-            f"image {first!r}: {results[bad[0]]}{more}; fix or remove it, or pass --skip-bad-images"
+            f"image {first!r}: {results[bad[0]]}{more}; fix or remove it, or leave "
+            "such images out (--skip-bad-images; in a study config, classifier: "
+            "{skip_bad_images: true})"
         )
     good = [i for i, r in enumerate(results) if not isinstance(r, str)]
     ok = [results[i] for i in good]
