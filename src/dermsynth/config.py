@@ -19,7 +19,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import yaml
 from pydantic import (
@@ -32,12 +32,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from dermsynth.arms import ARM_NAMES, ARMS, PAPER_ARMS
 from dermsynth.data.fst import FST_TYPES, group_label
 from dermsynth.errors import DermsynthError
 
 SCORES: tuple[str, ...] = ("tone", "pathology", "similarity", "quality")
+ScoreName = Literal["tone", "pathology", "similarity", "quality"]
 
 
 class Settings(BaseModel):
@@ -392,14 +394,18 @@ class QualityConfig(Settings):
     cast_limit: float = Field(25.0, gt=0, description="a*b* shift from the seed scoring 0.")
 
 
+def _default_weights() -> dict[ScoreName, float]:
+    return {"tone": 1.0, "pathology": 1.0, "similarity": 0.5, "quality": 0.5}
+
+
 class SelectionConfig(Settings):
     """How candidates are scored, guarded against leakage, ranked and kept."""
 
     k: int = Field(
         4, ge=1, description="Candidates kept per seed (in a study: synthetic_per_seed)."
     )
-    weights: dict[Literal["tone", "pathology", "similarity", "quality"], float] = Field(
-        default_factory=lambda: {"tone": 1.0, "pathology": 1.0, "similarity": 0.5, "quality": 0.5},
+    weights: dict[ScoreName, float] = Field(
+        default_factory=_default_weights,
         description="Weight of each score in the combined score (missing scores drop out).",
     )
     ita_thresholds: str | tuple[float, float, float, float, float] = Field(
@@ -783,7 +789,14 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
         # every field is valid): every problem of the file in one pass.
         fields = [e for e in exc.errors() if e["loc"]]
         lines = (
-            format_errors(ValidationError.from_exception_data(exc.title, fields)) if fields else []
+            # pydantic-core types the errors it reports apart from the ones it accepts back
+            format_errors(
+                ValidationError.from_exception_data(
+                    exc.title, cast("list[InitErrorDetails]", fields)
+                )
+            )
+            if fields
+            else []
         )
         lines += [f"{where}: {what}" for where, what in cross_field_problems(raw)]
         raise DermsynthError(

@@ -213,7 +213,7 @@ def as_bool(values: pd.Series, *, nullable: bool = False) -> pd.Series:
 def _as_number(values: pd.Series, dtype: str) -> pd.Series:
     if dtype == INT and pd.api.types.is_integer_dtype(values):
         return values
-    text = values.astype("string").str.strip().replace("", pd.NA)
+    text = values.astype("string").str.strip().replace({"": pd.NA})
     numbers = pd.to_numeric(text, errors="raise")
     if dtype == FLOAT:
         return numbers.astype(float)

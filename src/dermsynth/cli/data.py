@@ -152,7 +152,10 @@ def plan(
     )
     write_manifest(result, out, first=PLAN_COLUMNS)
     counts = result.groupby(["split", "test_group"]).size()
-    parts = [f"{split}{'[' + grp + ']' if grp else ''}={n}" for (split, grp), n in counts.items()]
+    parts = [
+        f"{split}{'[' + grp + ']' if grp else ''}={n}"
+        for (split, grp), n in zip(counts.index, counts, strict=True)
+    ]
     typer.echo(f"wrote {out}: {len(result)} images ({', '.join(parts)})")
     removed = result.attrs.get("leakage_removed", [])
     if removed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -253,7 +254,7 @@ def train_demo_command(
         train_demo_generator,
     )
 
-    settings = {
+    settings: dict[str, Any] = {
         "resolution": resolution,
         "steps": steps,
         "batch_size": batch_size,

@@ -224,9 +224,11 @@ class _Builder:
         for (direction, condition), _ in found[found["kind"] != "harm"].groupby(
             ["direction", "augmented"], sort=False
         ):
-            shown = tables.findings_display(found, direction, condition)
+            shown = tables.findings_display(found, str(direction), str(condition))
             section.blocks.append(
-                table_block(shown, f"{tables.direction_label(direction)}, {condition} augmented")
+                table_block(
+                    shown, f"{tables.direction_label(str(direction))}, {condition} augmented"
+                )
             )
         section.blocks.append(
             image_block(figures.forest_figure(found, self.run.simulated), "Forest plot")
@@ -414,8 +416,8 @@ class _Builder:
         for (direction, condition), _ in sp.groupby(["direction", "augmented"], sort=False):
             section.blocks.append(
                 table_block(
-                    tables.spillover_display(sp, direction, condition),
-                    f"{tables.direction_label(direction)}, {condition} augmented",
+                    tables.spillover_display(sp, str(direction), str(condition)),
+                    f"{tables.direction_label(str(direction))}, {condition} augmented",
                 )
             )
         section.csv = [self.keep("supp_table1", sp)]
@@ -439,11 +441,13 @@ class _Builder:
         for (direction, condition), _ in comparisons.groupby(
             ["direction", "augmented"], sort=False
         ):
-            shown = tables.comparisons_display(comparisons, direction, condition, self.full_dose)
+            shown = tables.comparisons_display(
+                comparisons, str(direction), str(condition), self.full_dose
+            )
             if not shown.empty:
                 section.blocks.append(
                     table_block(
-                        shown, f"{tables.direction_label(direction)}, {condition} augmented"
+                        shown, f"{tables.direction_label(str(direction))}, {condition} augmented"
                     )
                 )
         section.csv = [self.keep("comparisons", comparisons)]

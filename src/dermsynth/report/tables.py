@@ -254,7 +254,7 @@ def table3_display(t3: pd.DataFrame, arm: str = SYNTHETIC) -> pd.DataFrame:
             cells = block[block["fst_group"] == group]
             record = [
                 condition if index == 0 else "",
-                direction_label(direction) if index == 0 else "",
+                direction_label(str(direction)) if index == 0 else "",
                 fst_label(group),
             ]
             for dose in doses:

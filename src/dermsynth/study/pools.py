@@ -110,7 +110,7 @@ def classical_pool(request: PoolRequest) -> pd.DataFrame:
     folder = request.folder(POOL_CLASSICAL)
     rows = []
     for seed_index, seed in enumerate(seeds.itertuples(index=False)):
-        image = load_rgb(seed.path)
+        image = load_rgb(str(seed.path))
         base = int(request.rng(POOL_CLASSICAL).integers(2**31)) + seed_index
         for rank, variant in enumerate(classical_variants(image, per_seed, base), start=1):
             rows.append(

@@ -109,9 +109,11 @@ def run_manifest(plan: pd.DataFrame, spec: RunSpec, pool: pd.DataFrame | None) -
     rows = pd.concat([rows, plan[plan["split"] == TEST]], ignore_index=True)
     weights = rows[WEIGHT] if WEIGHT in rows.columns else pd.Series(1.0, index=rows.index)
     view_sets = rows[VIEW_SET] if VIEW_SET in rows.columns else pd.Series(0, index=rows.index)
-    return rows.assign(
-        **{WEIGHT: weights.fillna(1.0).astype(float), VIEW_SET: view_sets.fillna(0).astype(int)}
-    )
+    columns: dict[str, pd.Series] = {
+        WEIGHT: weights.fillna(1.0).astype(float),
+        VIEW_SET: view_sets.fillna(0).astype(int),
+    }
+    return rows.assign(**columns)
 
 
 def manifest_bytes(rows: pd.DataFrame) -> bytes:
@@ -339,8 +341,9 @@ class StudyRunner:
     def _run_manifest(self, spec: RunSpec) -> bytes:
         """The CSV a run trains and is tested on, as it would be written now."""
         pool = None
-        if ARMS[spec.arm].pool is not None:
-            pool = self.pool(spec.direction, spec.augmented, ARMS[spec.arm].pool)
+        kind = ARMS[spec.arm].pool
+        if kind is not None:
+            pool = self.pool(spec.direction, spec.augmented, kind)
         return manifest_bytes(run_manifest(self._plan(spec.direction), spec, pool))
 
     @functools.cache  # noqa: B019 - one runner, a handful of directions
