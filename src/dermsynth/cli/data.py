@@ -280,7 +280,10 @@ def fetch(
         None, "--report", help="Report CSV (default OUT/fetch_report.csv)."
     ),
 ) -> None:
-    """Download every image's URL into OUT/<id>.jpg: concurrent, resumable, validated, capped."""
+    """Download every image's URL into OUT/<id>.jpg: concurrent, resumable, validated, capped.
+
+    For images already on disk as a folder, use --images instead (`data images` checks it).
+    """
     from dermsynth.data.fetch import fetch_images
     from dermsynth.io import atomic_write_csv
 
@@ -318,6 +321,14 @@ def fetch(
         typer.echo(f"  failed {n}: {reason}", err=True)
     if len(reasons) > 5:
         typer.echo(f"  ... and {len(reasons) - 5} other reason(s); see the report", err=True)
+    if len(reasons):
+        # Many published URLs are dead (Fitzpatrick 17k's mostly answer 404): the images then
+        # come as a folder from the dataset's maintainers.
+        typer.echo(
+            "images you have as a folder need no fetching: give the folder as --images "
+            "(dataset.images) and check it with `dermsynth data images`",
+            err=True,
+        )
 
 
 @app.command()
