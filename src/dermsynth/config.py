@@ -584,6 +584,10 @@ class StudyConfig(Settings):
 
     name: str = Field("study", description="The study's name (the report's title).")
     dataset: DatasetConfig
+    test_datasets: list[DatasetConfig] = Field(
+        default_factory=list,
+        description="External datasets every arm is also tested on, per skin-tone group.",
+    )
     conditions: list[str] = Field(min_length=2, description="The classifier's conditions.")
     augmented: list[str] = Field(min_length=1, description="Conditions given seeds and images.")
     directions: list[DirectionConfig] = Field(
@@ -795,7 +799,12 @@ def _resolve_paths(config: StudyConfig, base: Path) -> StudyConfig:
             update={"csv": base / dataset.csv, **{k: under(getattr(dataset, k)) for k in paths}}
         )
 
-    return config.model_copy(update={"dataset": located(config.dataset)})
+    return config.model_copy(
+        update={
+            "dataset": located(config.dataset),
+            "test_datasets": [located(d) for d in config.test_datasets],
+        }
+    )
 
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:

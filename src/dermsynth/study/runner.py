@@ -35,6 +35,7 @@ from dermsynth.io import (
 )
 from dermsynth.schema import PLAN_COLUMNS, SEED, TEST, TRAIN, VIEW_SET, WEIGHT
 from dermsynth.study import layout
+from dermsynth.study.external import load_external, score_external
 from dermsynth.study.grid import (
     SYNTHETIC_POOLS,
     RunSpec,
@@ -185,6 +186,8 @@ class StudyRunner:
         self.runs = study_grid(config)
         self.conditions, self.augmented = resolve_study_conditions(config, self.manifest)
         self.directions = {d.name: d for d in directions_of(config)}
+        # External test sets are checked now, before hours of training.
+        self.external = load_external(config, self.conditions)
 
     @property
     def generates(self) -> bool:
@@ -378,6 +381,7 @@ class StudyRunner:
         self.select()
         self.make_pools()
         self.train([s for s in self.runs if s.arm != "real"])
+        score_external(self, self.external)
         self.collect()
         self.echo(f"study finished in {time.perf_counter() - started:.0f} s: {self.out}")
         return self.out
