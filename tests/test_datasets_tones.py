@@ -3,6 +3,7 @@ the images as one more rater, and Cohen's kappa between raters (`dermsynth data 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,30 @@ def test_two_raters_without_a_consensus_rule_on_the_command_line(tmp_path: Path,
     result = run_cli(*args, "--rater", "fitzpatrick_centaur", "--consensus", "majority")
     assert result.code == 0, result.stderr
     assert "majority of fitzpatrick_scale, fitzpatrick_centaur" in result.stderr
+
+
+def test_data_raters_on_a_table_of_no_preset(tmp_path: Path, run_cli) -> None:
+    csv = tmp_path / "mine.csv"
+    csv.write_text("file,dx,monk_a,monk_b\nx1,acne,2,2\nx2,acne,9,10\nx3,wart,5,5\nx4,wart,,7\n")
+    result = run_cli(
+        "data",
+        "raters",
+        "--csv",
+        csv,
+        "--id-column",
+        "file",
+        "--label-column",
+        "dx",
+        "--rater",
+        "monk_a",
+        "--rater",
+        "monk_b",
+        "--scale",
+        "mst",
+        "--format",
+        "csv",
+    )
+    assert result.code == 0, result.stderr
+    row = pd.read_csv(io.StringIO(result.stdout)).iloc[0]
+    assert (row["rater_a"], row["rater_b"], row["n"]) == ("monk_a", "monk_b", 3)
+    assert row["agreement"] == pytest.approx(0.667, abs=1e-3)

@@ -212,7 +212,9 @@ def rater_agreement_of(
                 "or --rater COLUMN (twice or more) with --id-column and --label-column"
             )
         request = LoadRequest(preset_of(name), config.images)
-    manifest = config.load()
+    several = isinstance(config.rater, list) and config.consensus is None
+    # The table is loaded for its rows and columns; its tone here comes from the first rater.
+    manifest = (config.updated(consensus="first") if several else config).load()
     preset, scale = request.preset, manifest.attrs["scale"]
     names = list(raters or [r.column for r in preset.raters if r.scale == scale])
     if ita and scale == FST and ITA_RATER not in names:
