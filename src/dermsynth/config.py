@@ -474,31 +474,71 @@ def _check_group(value: list[int]) -> list[int]:
 
 
 class DatasetConfig(Settings):
-    """Where the table and images are, and which column holds the skin type."""
+    """Where the table and images are, which columns mean what, and whose skin-tone ratings."""
 
-    csv: Path = Field(description="The table: Fitzpatrick 17k's, a manifest, or any CSV.")
+    csv: Path = Field(
+        description="The table: a preset's, Fitzpatrick 17k's, a manifest, or any CSV."
+    )
+    preset: Literal["fitzpatrick17k", "ddi", "pad-ufes-20", "scin"] | None = Field(
+        None,
+        description="The published dataset the table is (fitzpatrick17k, ddi, pad-ufes-20, scin).",
+    )
+    name: str | None = Field(
+        None, description="Its name in results and reports (default: the preset, else the CSV's)."
+    )
     images: Path | None = Field(None, description="Folder of the images (default: beside the CSV).")
-    fst_column: str = Field("fitzpatrick_scale", description="Skin-type column.")
+    fst_column: str | None = Field(
+        None, description="Skin-type column (Fitzpatrick 17k: fitzpatrick_scale by default)."
+    )
+    rater: str | list[str] | None = Field(
+        None,
+        description="Skin-tone rater column(s), or ita (estimated from the images); several "
+        "need a consensus rule (default: the preset's rater).",
+    )
+    consensus: Literal["mean", "median", "majority", "first"] | None = Field(
+        None, description="How several raters' values combine: mean, median, majority or first."
+    )
+    scale: Literal["fst", "mst"] | None = Field(
+        None, description="Scale of a table's own rater columns: fst (1-6) or mst (Monk, 1-10)."
+    )
+    groups: str | None = Field(
+        None,
+        description="Skin-tone groups for summaries and external tests, e.g. 1-3,4-7,8-10 "
+        "(default: the scale's).",
+    )
     id_column: str | None = Field(None, description="Image-id column of a generic CSV.")
-    label_column: str | None = Field(None, description="Condition column of a generic CSV.")
+    label_column: str | None = Field(
+        None, description="Condition column (a generic CSV's, or another field of a preset's)."
+    )
     path_column: str | None = Field(None, description="Image-path column of a generic CSV.")
+    labels_csv: Path | None = Field(
+        None, description="SCIN: its labels table (default: scin_labels.csv beside the CSV)."
+    )
+    label_map: Path | None = Field(
+        None, description="CSV mapping the dataset's labels to the study's conditions."
+    )
     reserve: Path | None = Field(
         None,
         description="A table of further real images, never tested: the extra-real arm's pool.",
     )
 
-    def load(self) -> Any:
-        """The dataset as a validated manifest (see :func:`dermsynth.data.manifest.load_manifest`)."""
-        from dermsynth.data.manifest import load_manifest
+    @field_validator("rater")
+    @classmethod
+    def _raters(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one rater, or leave rater out")
+        return value
 
-        return load_manifest(
-            self.csv,
-            fst_column=self.fst_column,
-            id_column=self.id_column,
-            label_column=self.label_column,
-            path_column=self.path_column,
-            images_dir=self.images,
-        )
+    @property
+    def label(self) -> str:
+        """The dataset's name in results: ``name``, else the preset, else the CSV's stem."""
+        return self.name or self.preset or self.csv.stem
+
+    def load(self, conditions: list[str] | None = None) -> Any:
+        """The dataset as a validated manifest (:func:`dermsynth.data.datasets.load_dataset`)."""
+        from dermsynth.data.datasets import load_dataset
+
+        return load_dataset(self, conditions)
 
 
 class DirectionConfig(Settings):
@@ -562,6 +602,10 @@ class StudyConfig(Settings):
 
     name: str = Field("study", description="The study's name (the report's title).")
     dataset: DatasetConfig
+    test_datasets: list[DatasetConfig] = Field(
+        default_factory=list,
+        description="External datasets every arm is also tested on, per skin-tone group.",
+    )
     conditions: list[str] = Field(min_length=2, description="The classifier's conditions.")
     augmented: list[str] = Field(min_length=1, description="Conditions given seeds and images.")
     directions: list[DirectionConfig] = Field(
@@ -768,14 +812,18 @@ def _resolve_paths(config: StudyConfig, base: Path) -> StudyConfig:
     def under(value: Path | None) -> Path | None:
         return None if value is None else base / value
 
-    dataset = config.dataset.model_copy(
+    def located(dataset: DatasetConfig) -> DatasetConfig:
+        paths = ("images", "reserve", "labels_csv", "label_map")
+        return dataset.model_copy(
+            update={"csv": base / dataset.csv, **{k: under(getattr(dataset, k)) for k in paths}}
+        )
+
+    return config.model_copy(
         update={
-            "csv": base / config.dataset.csv,
-            "images": under(config.dataset.images),
-            "reserve": under(config.dataset.reserve),
+            "dataset": located(config.dataset),
+            "test_datasets": [located(d) for d in config.test_datasets],
         }
     )
-    return config.model_copy(update={"dataset": dataset})
 
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:

@@ -342,7 +342,11 @@ class _Builder:
                 )
             )
         section.blocks.append(note(_interval_note(self.cells)))
-        section.csv = [self.keep("table2", self.cells)]
+        from dermsynth.report.external import external_blocks
+
+        external, files = external_blocks(self, paper)
+        section.blocks += external
+        section.csv = [self.keep("table2", self.cells), *files]
         return section
 
     def every_arm(self) -> Section:

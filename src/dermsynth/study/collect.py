@@ -185,3 +185,7 @@ def collect_results(runner: StudyRunner) -> None:
     atomic_write_csv(results / "figure2.csv", figure2_rows(runner))
     if predictions:
         write_evidence(runner, predictions)
+    if runner.external:
+        from dermsynth.study.external import collect_external
+
+        collect_external(runner, runner.external)

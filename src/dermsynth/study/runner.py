@@ -35,6 +35,7 @@ from dermsynth.io import (
 )
 from dermsynth.schema import PLAN_COLUMNS, SEED, SYNTHETIC, TEST, TRAIN, VIEW_SET, WEIGHT
 from dermsynth.study import layout
+from dermsynth.study.external import load_external, score_external
 from dermsynth.study.grid import (
     SYNTHETIC_POOLS,
     RunSpec,
@@ -187,6 +188,8 @@ class StudyRunner:
         self.runs = study_grid(config)
         self.conditions, self.augmented = resolve_study_conditions(config, self.manifest)
         self.directions = {d.name: d for d in directions_of(config)}
+        # External test sets are checked now, before hours of training.
+        self.external = load_external(config, self.conditions)
 
     @property
     def generates(self) -> bool:
@@ -455,6 +458,7 @@ class StudyRunner:
         self.pathology_signal()
         self.make_pools()
         self.train([s for s in self.runs if s.arm not in (REAL, REAL_SEED)])
+        score_external(self, self.external)
         self.measure_pools()
         self.collect()
         self.echo(f"study finished in {time.perf_counter() - started:.0f} s: {self.out}")
