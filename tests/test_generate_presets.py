@@ -18,6 +18,17 @@ from dermsynth.generate.seeds import generated_mask
 FAST = ["--steps", "3", "--resolution", "32", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread: at this size thread hand-offs cost more than they give."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_seeds(tmp_path: Path, cells: list[tuple[str, int]]) -> Path:
     """One random seed image per (condition, skin type) cell; no split column: all are seeds."""
     rows = []
