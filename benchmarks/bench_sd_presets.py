@@ -51,8 +51,8 @@ def make_jobs(count: int, resolution: int, mask: Image.Image) -> list[Job]:
     return jobs
 
 
-def _timed(run: Any, device: str) -> tuple[float, float]:
-    """Seconds of ``run()`` and the peak GPU memory it reached (GiB; NaN on a CPU)."""
+def _timed(run: Any, device: str) -> tuple[float, float | None]:
+    """Seconds of ``run()`` and the peak GPU memory it reached (GiB; None on a CPU)."""
     import torch
 
     cuda = device.startswith("cuda")
@@ -63,8 +63,8 @@ def _timed(run: Any, device: str) -> tuple[float, float]:
     run()
     if cuda:
         torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-    return time.perf_counter() - began, peak
+    seconds = time.perf_counter() - began
+    return seconds, torch.cuda.max_memory_allocated() / 2**30 if cuda else None
 
 
 def measure_ours(params: Any, jobs: list[Job], warmup: int) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def _reference_pipeline(model: str, device: str) -> Any:
     else:
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         pipe = diffusers.StableDiffusionInpaintPipeline.from_pretrained(
-            model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+            model, dtype=dtype, safety_checker=None, requires_safety_checker=False
         )
     pipe.scheduler = diffusers.DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -140,7 +140,7 @@ def measure_reference(
 
 
 def _row(
-    name: str, batch: int, dtype: str, images: int, seconds: float, peak: float
+    name: str, batch: int, dtype: str, images: int, seconds: float, peak: float | None
 ) -> dict[str, Any]:
     return {
         "config": name,
@@ -149,7 +149,7 @@ def _row(
         "images": images,
         "seconds": round(seconds, 3),
         "images_per_s": round(images / seconds, 4),
-        "peak_gib": round(peak, 2),
+        "peak_gib": None if peak is None else round(peak, 2),
     }
 
 
@@ -210,7 +210,7 @@ def main() -> int:
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['batch']} | {r['dtype']} | {r['images_per_s']} | "
-            f"{r['peak_gib']} |"
+            f"{'-' if r['peak_gib'] is None else r['peak_gib']} |"
         )
     ratio = rows[0]["images_per_s"] / rows[1]["images_per_s"]
     lines += ["", f"ours / reference images/s: {ratio:.2f}x", ""]

@@ -173,10 +173,8 @@ class DiffusersBackend:
             extra = {"safety_checker": None, "requires_safety_checker": False}
         try:
             if path.exists():
-                return cls.from_pretrained(
-                    str(path), torch_dtype=dtype, local_files_only=True, **extra
-                )
-            return cls.from_pretrained(model, torch_dtype=dtype, **extra)
+                return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True, **extra)
+            return cls.from_pretrained(model, dtype=dtype, **extra)
         except (OSError, ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DermsynthError(
