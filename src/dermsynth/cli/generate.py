@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -279,13 +278,25 @@ def train_demo_command(
         "--data",
         help="Manifest or plan (split=train rows only); default: the shipped model's own simulated draw.",
     ),
-    resolution: int = typer.Option(
-        32, "--resolution", help="Side of the images it learns and makes."
+    resolution: int | None = typer.Option(
+        None, "--resolution", help="Side of the images it learns and makes (default: as shipped)."
     ),
-    steps: int = typer.Option(800, "--steps", help="Optimizer steps."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
-    learning_rate: float = typer.Option(
-        1e-3, "--learning-rate", help="Peak AdamW learning rate (cosine decay).", callback=finite
+    channels: str | None = typer.Option(
+        None,
+        "--channels",
+        help="UNet channels per level, finest first, e.g. 32,64,128 (default: as shipped).",
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Optimizer steps (default: as shipped)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Images per step (default: as shipped)."
+    ),
+    learning_rate: float | None = typer.Option(
+        None,
+        "--learning-rate",
+        help="Peak AdamW learning rate, cosine decay (default: as shipped).",
+        callback=finite,
     ),
     random_seed: int = typer.Option(0, "--random-seed"),
     work_dir: Path | None = typer.Option(
@@ -296,27 +307,37 @@ def train_demo_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train the demo's small conditional diffusion model; without --data, reproduce the shipped one."""
-    from dermsynth.generate.demo_model import (
-        read_meta,
+    from dermsynth.generate.demo import (
+        DemoTrainConfig,
+        read_record,
         reproduce_shipped_model,
         train_demo_generator,
     )
 
-    settings: dict[str, Any] = {
+    given: dict[str, object] = {
         "resolution": resolution,
         "steps": steps,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "random_seed": random_seed,
-        "progress": progress,
     }
+    if channels is not None:
+        try:
+            given["block_out_channels"] = tuple(int(c) for c in channels.split(","))
+        except ValueError:
+            raise DermsynthError(
+                f"--channels must be integers separated by commas, like 32,64,128; got {channels!r}"
+            ) from None
+    # Options left out keep the shipped model's settings (DemoTrainConfig's defaults).
+    config = DemoTrainConfig(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
     if data is None:
-        folder = reproduce_shipped_model(out, work_dir=work_dir, **settings)
+        folder = reproduce_shipped_model(out, config, work_dir=work_dir, progress=progress)
     else:
-        folder = train_demo_generator(data, out, **settings)
-    meta = read_meta(folder)
+        folder = train_demo_generator(data, out, config, progress=progress)
+    record = read_record(folder)
     typer.echo(
-        f"wrote {folder}: {meta['data']['images']} training image(s), {len(meta['conditions'])} "
-        f"condition(s), final loss {meta['loss_curve'][-1][1]}; generate with it: "
+        f"wrote {folder}: {record['data']['images']} training image(s), "
+        f"{len(record['conditions'])} condition(s), final loss {record['loss_curve'][-1][1]}, "
+        f"{record['train_seconds']} s; generate with it: "
         f"dermsynth generate ... --backend demo --model {folder} --mode img2img"
     )
