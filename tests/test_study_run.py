@@ -417,3 +417,15 @@ def test_extra_real_without_a_reserve_is_skipped_with_the_reason(
     bad = _config(tmp_path, tiny_data, arms=["real", "real+gan"])
     refused = run_cli("study", "plan", bad)
     assert refused.code == 2 and "unknown arm(s) ['real+gan']; known arms: real," in refused.stderr
+
+
+def test_tone_shift_reuses_a_source_only_towards_another_seeds_tone() -> None:
+    import numpy as np
+
+    from dermsynth.study.pools import _tone_shift_pairs
+
+    pairs = _tone_shift_pairs(3, 4, np.random.default_rng(0))
+    assert len(pairs) == len(set(pairs)) == 3 * 4  # every (source, seed tone) once
+    first_round = pairs[:3]
+    assert sorted(s for s, _ in first_round) == [0, 1, 2]  # every source before any repeat
+    assert [t for _, t in first_round] == [0, 1, 2]  # seeds' tones in turn
