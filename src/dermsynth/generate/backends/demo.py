@@ -115,7 +115,7 @@ class DemoBackend(DiffusersBackend):
                 )
             began = time.perf_counter()
             try:
-                images = self._run(batch)
+                images = self._sample(batch)
             except DermsynthError as exc:
                 raise BackendFailure(str(exc)) from None
             seconds = (time.perf_counter() - began) / len(batch)
@@ -124,7 +124,7 @@ class DemoBackend(DiffusersBackend):
             )
         return results
 
-    def _run(self, batch: list[Job]) -> list[Image.Image]:
+    def _sample(self, batch: list[Job]) -> list[Image.Image]:
         import torch
 
         params = self.params
