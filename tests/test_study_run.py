@@ -424,8 +424,11 @@ def test_tone_shift_reuses_a_source_only_towards_another_seeds_tone() -> None:
 
     from dermsynth.study.pools import _tone_shift_pairs
 
+    for n_sources, n_seeds in ((3, 4), (24, 8), (8, 8), (5, 2)):
+        pairs = _tone_shift_pairs(n_sources, n_seeds, np.random.default_rng(0))
+        # every (source, seed tone) once, also when the counts share a factor
+        assert len(pairs) == len(set(pairs)) == n_sources * n_seeds
     pairs = _tone_shift_pairs(3, 4, np.random.default_rng(0))
-    assert len(pairs) == len(set(pairs)) == 3 * 4  # every (source, seed tone) once
     first_round = pairs[:3]
     assert sorted(s for s, _ in first_round) == [0, 1, 2]  # every source before any repeat
     assert [t for _, t in first_round] == [0, 1, 2]  # seeds' tones in turn

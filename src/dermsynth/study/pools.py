@@ -146,7 +146,7 @@ def _tone_shift_pairs(
     tone (seeds in turn), then every source again towards the next seed, and so on."""
     order = rng.permutation(n_sources)
     return [
-        (int(order[i]), (i + round_ * n_sources) % n_seeds)
+        (int(order[i]), (i + round_) % n_seeds)
         for round_ in range(n_seeds)
         for i in range(n_sources)
     ]
