@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import typer
 
 from dermsynth import __version__
@@ -64,3 +66,22 @@ def test_console_script_runs_as_a_process() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: no such file: /nonexistent.csv"
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("generator", "train-demo", "--learning-rate", "nan"), "--learning-rate"),
+        (("generator", "finetune", "--learning-rate", "inf"), "--learning-rate"),
+        (("data", "simulate", "--scale", "nan"), "--scale"),
+        (("data", "fetch", "x.csv", "--timeout", "nan"), "--timeout"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_one_line(
+    args: tuple[str, ...], flag: str, tmp_path: Path, run_cli
+) -> None:
+    result = run_cli(*args, "--out", tmp_path / "out")
+    assert result.code == 2
+    assert result.stderr.startswith(f"error: Invalid value for '{flag}'")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

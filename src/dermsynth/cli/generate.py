@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dermsynth.cli.options import backend_option, generator_settings
+from dermsynth.cli.options import backend_option, finite, generator_settings
 from dermsynth.config import PAPER_TEMPLATE, MaskConfig
 from dermsynth.errors import DermsynthError
 
@@ -184,7 +184,13 @@ def finetune_command(
     ),
     condition: str = typer.Option(..., "--condition", help="The condition whose images to learn."),
     out: Path = typer.Option(
-        ..., "--out", help="Folder for the LoRA weights (use with generate --lora)."
+        ...,
+        "--out",
+        help="Folder to write: LoRA weights (generate --lora OUT) or, with dreambooth, a "
+        "diffusers pipeline (generate --backend diffusers --model OUT).",
+    ),
+    method: str = typer.Option(
+        "lora", "--method", help="lora (adapters on the UNet) or dreambooth (the whole UNet)."
     ),
     model: str = typer.Option(
         "tiny", "--model", help="tiny, a hub id or a local diffusers folder."
@@ -192,12 +198,54 @@ def finetune_command(
     mode: str = typer.Option(
         "text2img", "--mode", help="text2img or inpaint (a 9-channel inpainting UNet)."
     ),
-    steps: int = typer.Option(500, "--steps", help="Optimizer steps."),
-    learning_rate: float = typer.Option(1e-4, "--learning-rate", help="AdamW learning rate."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Optimizer steps (default: lora 500; dreambooth: --epochs)."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Passes over the images, when --steps is not given (dreambooth 4)."
+    ),
+    learning_rate: float | None = typer.Option(
+        None,
+        "--learning-rate",
+        help="AdamW learning rate (default: lora 1e-4, dreambooth 5e-6).",
+        callback=finite,
+    ),
+    lr_schedule: str = typer.Option(
+        "constant", "--lr-schedule", help="constant, linear, cosine or polynomial (diffusers')."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Images per step (default: lora 1, dreambooth 4)."
+    ),
     rank: int = typer.Option(4, "--rank", help="LoRA rank."),
-    batch_size: int = typer.Option(1, "--batch-size", help="Images per step."),
     resolution: int | None = typer.Option(
         None, "--resolution", help="Training side (default 512; tiny 64)."
+    ),
+    template: str | None = typer.Option(
+        None,
+        "--template",
+        help="Prompt template of the training images (default: lora the paper's, dreambooth "
+        "'An image of {condition}, a skin disease').",
+    ),
+    train_text_encoder: bool = typer.Option(
+        False, "--train-text-encoder", help="dreambooth: train the text encoder too."
+    ),
+    prior_preservation: bool = typer.Option(
+        False, "--prior-preservation", help="Add the loss on class images made by the base model."
+    ),
+    class_prompt: str = typer.Option(
+        "An image of a skin disease", "--class-prompt", help="Prompt of the class images."
+    ),
+    num_class_images: int = typer.Option(
+        100, "--num-class-images", help="Class images (the missing ones are generated)."
+    ),
+    class_steps: int = typer.Option(
+        25, "--class-steps", help="Denoising steps of each generated class image."
+    ),
+    prior_loss_weight: float = typer.Option(
+        1.0, "--prior-loss-weight", help="Weight of the class images' loss.", callback=finite
+    ),
+    class_dir: Path | None = typer.Option(
+        None, "--class-dir", help="Folder of class images (default: OUT-class-images beside OUT)."
     ),
     random_seed: int = typer.Option(0, "--random-seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -206,26 +254,28 @@ def finetune_command(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """LoRA (DreamBooth-style) fine-tuning of a Stable Diffusion UNet on one condition."""
+    """Fine-tune Stable Diffusion on one condition: LoRA adapters or full DreamBooth."""
     from dermsynth.generate.finetune import LORA_FILE, FinetuneParams, finetune
 
     params = FinetuneParams(
-        model=model,
-        condition=condition,
-        mode=mode,
-        steps=steps,
-        learning_rate=learning_rate,
-        rank=rank,
-        batch_size=batch_size,
-        resolution=resolution,
-        random_seed=random_seed,
-        device=device,
+        model=model, condition=condition, method=method, mode=mode, steps=steps, epochs=epochs,
+        learning_rate=learning_rate, lr_schedule=lr_schedule, batch_size=batch_size, rank=rank,
+        resolution=resolution, template=template, train_text_encoder=train_text_encoder,
+        prior_preservation=prior_preservation, class_prompt=class_prompt,
+        num_class_images=num_class_images, class_steps=class_steps, prior_loss_weight=prior_loss_weight,
+        class_dir=str(class_dir) if class_dir else None, random_seed=random_seed, device=device,
         precision=precision,
-    )
+    )  # fmt: skip
     folder = finetune(data, out, params, progress=progress)
-    typer.echo(
-        f"wrote {folder / LORA_FILE}; generate with it: dermsynth generate ... --lora {folder}"
-    )
+    if method == "lora":
+        typer.echo(
+            f"wrote {folder / LORA_FILE}; generate with it: dermsynth generate ... --lora {folder}"
+        )
+    else:
+        typer.echo(
+            f"wrote the pipeline folder {folder}; generate with it: dermsynth generate ... "
+            f"--backend diffusers --model {folder} --mode {mode}"
+        )
 
 
 @generator_app.command("train-demo")
@@ -238,13 +288,25 @@ def train_demo_command(
         "--data",
         help="Manifest or plan (split=train rows only); default: the shipped model's own simulated draw.",
     ),
-    resolution: int = typer.Option(
-        32, "--resolution", help="Side of the images it learns and makes."
+    resolution: int | None = typer.Option(
+        None, "--resolution", help="Side of the images it learns and makes (default: as shipped)."
     ),
-    steps: int = typer.Option(800, "--steps", help="Optimizer steps."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
-    learning_rate: float = typer.Option(
-        1e-3, "--learning-rate", help="Peak AdamW learning rate (cosine decay)."
+    channels: str | None = typer.Option(
+        None,
+        "--channels",
+        help="UNet channels per level, finest first, e.g. 32,64,128 (default: as shipped).",
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Optimizer steps (default: as shipped)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Images per step (default: as shipped)."
+    ),
+    learning_rate: float | None = typer.Option(
+        None,
+        "--learning-rate",
+        help="Peak AdamW learning rate, cosine decay (default: as shipped).",
+        callback=finite,
     ),
     random_seed: int = typer.Option(0, "--random-seed"),
     work_dir: Path | None = typer.Option(
@@ -255,27 +317,37 @@ def train_demo_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train the demo's small conditional diffusion model; without --data, reproduce the shipped one."""
-    from dermsynth.generate.demo_model import (
-        read_meta,
+    from dermsynth.generate.demo import (
+        DemoTrainConfig,
+        read_record,
         reproduce_shipped_model,
         train_demo_generator,
     )
 
-    settings = {
+    given: dict[str, object] = {
         "resolution": resolution,
         "steps": steps,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "random_seed": random_seed,
-        "progress": progress,
     }
+    if channels is not None:
+        try:
+            given["block_out_channels"] = tuple(int(c) for c in channels.split(","))
+        except ValueError:
+            raise DermsynthError(
+                f"--channels must be integers separated by commas, like 32,64,128; got {channels!r}"
+            ) from None
+    # Options left out keep the shipped model's settings (DemoTrainConfig's defaults).
+    config = DemoTrainConfig(**{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
     if data is None:
-        folder = reproduce_shipped_model(out, work_dir=work_dir, **settings)
+        folder = reproduce_shipped_model(out, config, work_dir=work_dir, progress=progress)
     else:
-        folder = train_demo_generator(data, out, **settings)
-    meta = read_meta(folder)
+        folder = train_demo_generator(data, out, config, progress=progress)
+    record = read_record(folder)
     typer.echo(
-        f"wrote {folder}: {meta['data']['images']} training image(s), {len(meta['conditions'])} "
-        f"condition(s), final loss {meta['loss_curve'][-1][1]}; generate with it: "
+        f"wrote {folder}: {record['data']['images']} training image(s), "
+        f"{len(record['conditions'])} condition(s), final loss {record['loss_curve'][-1][1]}, "
+        f"{record['train_seconds']} s; generate with it: "
         f"dermsynth generate ... --backend demo --model {folder} --mode img2img"
     )

@@ -80,3 +80,12 @@ def generator_settings(**values: Any) -> GeneratorSettings:
         raise DermsynthError(
             f"--backend {given.get('backend', 'diffusers')}: " + "; ".join(lines)
         ) from None
+
+
+def finite(value: float | None) -> float | None:
+    """Option callback: refuse NaN and infinities (they would poison a run and its resume key)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value

@@ -18,6 +18,7 @@ def register(app_root: typer.Typer) -> None:
 
 
 S = SelectionConfig
+_DEFAULT_WEIGHTS = ", ".join(f"{n}={w:g}" for n, w in default_of(S, "weights").items())
 
 
 def select(
@@ -32,7 +33,7 @@ def select(
         None,
         "--weights",
         help="e.g. tone=1,pathology=1,similarity=0.5,quality=0.5 (over --config's, else the "
-        f"defaults {', '.join(f'{n}={w:g}' for n, w in default_of(S, 'weights').items())}).",
+        f"defaults {_DEFAULT_WEIGHTS}).",
     ),
     config: Path | None = typer.Option(
         None, "--config", help="Study config: its selection settings are the defaults."

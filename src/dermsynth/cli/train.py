@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from dermsynth.cli.options import option, settings
 from dermsynth.config import ClassifierConfig
 from dermsynth.errors import DermsynthError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CACHE_DIR = typer.Option(
     None,
@@ -139,7 +143,7 @@ def predict(
     typer.echo(f"wrote {out}: {len(frame)} predictions (accuracy {acc:.3f})")
 
 
-def _report_skipped(skipped) -> None:  # type: ignore[no-untyped-def]
+def _report_skipped(skipped: pd.DataFrame | None) -> None:
     if skipped is None or not len(skipped):
         return
     typer.echo(f"skipped {len(skipped)} unreadable image(s):", err=True)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -51,7 +52,10 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     if profile:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-            return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+            # Pillow's annotation admits None for every call; it is None only with inPlace=True
+            return cast(
+                Image.Image, ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+            )
         except (ImageCms.PyCMSError, OSError, ValueError):
             pass  # a broken profile: Pillow's plain conversion is still a usable image
     return image.convert("RGB")

@@ -56,7 +56,8 @@ class ColumnMap:
     path: str | None = None
 
 
-def _read_table(csv_path: Path) -> pd.DataFrame:
+def read_text_table(csv_path: Path) -> pd.DataFrame:
+    """A CSV as text columns (nothing parsed, empty cells empty), or one line saying why not."""
     if not csv_path.exists():
         raise DermsynthError(f"no such file: {csv_path}")
     if csv_path.is_dir():
@@ -113,7 +114,8 @@ def _parse_fst(csv_path: Path, values: pd.Series, column: str) -> pd.Series:
     return numeric.astype(int)
 
 
-def _check_ids(csv_path: Path, ids: pd.Series, column: str) -> None:
+def check_ids(csv_path: Path, ids: pd.Series, column: str) -> None:
+    """Refuse empty and duplicated image ids, naming the rows."""
     empty = ids.str.strip() == ""
     if empty.any():
         raise DermsynthError(f"{_where(csv_path, _rows(empty)[0])}: empty {column}")
@@ -129,7 +131,8 @@ def _check_ids(csv_path: Path, ids: pd.Series, column: str) -> None:
         )
 
 
-def _check_labels(csv_path: Path, labels: pd.Series, column: str) -> None:
+def check_labels(csv_path: Path, labels: pd.Series, column: str) -> None:
+    """Refuse empty labels, naming the rows."""
     empty = labels.str.strip() == ""
     if empty.any():
         rows = _rows(empty)
@@ -187,7 +190,7 @@ def _image_paths(
             return raw
         return raw.map(lambda p: str(base / p) if p and not os.path.isabs(p) else p)
     if source == "fitzpatrick17k":
-        folder = base if base is not None else _default_images_dir(csv_path)
+        folder = base if base is not None else default_images_dir(csv_path)
         return ids.map(lambda i: str(folder / f"{i}.jpg"))
     return ids.map(lambda i: str(base / f"{i}.jpg")) if base is not None else ids.map(lambda _: "")
 
@@ -210,14 +213,14 @@ def load_manifest(
     any CSV whose id, label and FST columns are named (path column optional).
     """
     csv_path = Path(csv_path)
-    frame = _read_table(csv_path)
+    frame = read_text_table(csv_path)
     if frame.empty:
         raise DermsynthError(f"{csv_path}: the table has a header but no rows")
     cmap, source = _column_map(csv_path, frame, fst_column, id_column, label_column, path_column)
     ids = frame[cmap.image_id].str.strip()
-    _check_ids(csv_path, ids, cmap.image_id)
+    check_ids(csv_path, ids, cmap.image_id)
     labels = frame[cmap.label].str.strip()
-    _check_labels(csv_path, labels, cmap.label)
+    check_labels(csv_path, labels, cmap.label)
     columns = set(frame.columns)
     out = pd.DataFrame(
         {
@@ -254,7 +257,8 @@ def _check_origins(csv_path: Path, origins: pd.Series) -> None:
         )
 
 
-def _default_images_dir(csv_path: Path) -> Path:
+def default_images_dir(csv_path: Path) -> Path:
+    """Where a table's images are when no folder is given: ``images/`` beside it, else beside it."""
     images = csv_path.parent / "images"
     return images if images.is_dir() else csv_path.parent
 
@@ -284,14 +288,15 @@ def parse_conditions(text: str | Sequence[str] | None) -> list[str] | None:
         raise DermsynthError("--conditions is empty; give names like 'psoriasis,folliculitis'")
     seen: set[str] = set()
     for name in names:
-        key = _normalise(name)
+        key = normalise_name(name)
         if key in seen:
             raise DermsynthError(f"condition {name!r} is given twice")
         seen.add(key)
     return names
 
 
-def _normalise(name: str) -> str:
+def normalise_name(name: str) -> str:
+    """A label or condition compared without case, underscores or extra spaces."""
     return " ".join(name.lower().replace("_", " ").split())
 
 
@@ -301,10 +306,10 @@ def resolve_conditions(requested: Sequence[str], available: Iterable[str]) -> li
     An unknown name is refused with the closest labels suggested.
     """
     labels = sorted(set(available))
-    lookup = {_normalise(label): label for label in labels}
+    lookup = {normalise_name(label): label for label in labels}
     resolved: list[str] = []
     for name in requested:
-        key = _normalise(name)
+        key = normalise_name(name)
         if key in lookup:
             resolved.append(lookup[key])
             continue

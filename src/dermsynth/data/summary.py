@@ -63,3 +63,34 @@ def rank_extremes(manifest: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
     ).reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table if k is None else table.head(k)
+
+
+def tone_table(
+    manifest: pd.DataFrame,
+    groups: Sequence[tuple[int, ...]],
+    scale: str = "fst",
+    conditions: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Counts of images by skin-tone group of ``scale`` (rows, then ``total``) x condition
+    (plus ``total``); conditions as in :func:`fst_table`. Unknown tones are not counted."""
+    from dermsynth.data.tones import scale_of
+
+    tone_scale = scale_of(scale)
+    if conditions is None:
+        order = manifest["label"].value_counts(sort=True)
+        conditions = sorted(order.index, key=lambda c: (-order[c], c))
+    else:
+        conditions = resolve_conditions(conditions, manifest["label"].unique())
+    labels = [tone_scale.label(g) for g in groups]
+    group_of = pd.Series("", index=manifest.index)
+    for label, group in zip(labels, groups, strict=True):
+        group_of = group_of.mask(manifest[tone_scale.column].isin(list(group)), label)
+    rows = manifest[manifest["label"].isin(conditions) & (group_of != "")]
+    counts = pd.crosstab(group_of[rows.index], rows["label"])
+    table = counts.reindex(index=labels, columns=list(conditions), fill_value=0)
+    table = table.fillna(0).astype(int)
+    table["total"] = table.sum(axis=1)
+    table.loc["total"] = table.sum(axis=0)
+    table.index.name = tone_scale.column
+    table.columns.name = None
+    return table

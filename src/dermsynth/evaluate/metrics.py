@@ -354,8 +354,8 @@ def group_gaps(summary: pd.DataFrame) -> dict[str, dict[str, Any]]:
                 "gap": math.nan,
             }
             continue
-        best = values.loc[values[metric].idxmax()]
-        worst = values.loc[values[metric].idxmin()]
+        best = values.iloc[values[metric].argmax()]
+        worst = values.iloc[values[metric].argmin()]
         gaps[metric] = {
             "best_group": str(best["fst_group"]),
             "best": float(best[metric]),

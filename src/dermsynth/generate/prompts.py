@@ -9,7 +9,9 @@ template from this row's fields"; a non-empty one is used verbatim.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 
@@ -53,7 +55,7 @@ def default_prompt_table(seeds: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for seed in seeds.itertuples(index=False):
-        values = seed._asdict()
+        values = cast(Any, seed)._asdict()  # pandas-stubs' row tuple lacks namedtuple's _asdict
         fst = int(values["fst"])
 
         def given(column: str, default: str, values: dict = values) -> str:
@@ -79,7 +81,7 @@ def default_prompt_table(seeds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(PROMPT_TABLE_COLUMNS))
 
 
-def render_prompt(row: dict[str, str], template: str = PAPER_TEMPLATE) -> str:
+def render_prompt(row: Mapping[str, Any], template: str = PAPER_TEMPLATE) -> str:
     """The prompt of one table row: its ``prompt`` cell if set, else the filled template."""
     custom = str(row.get("prompt", "") or "").strip()
     if custom:
@@ -155,5 +157,7 @@ def resolve_prompts(
                     merged[column] = edited.where(edited != "", merged[column])
                 else:
                     merged[column] = edited
-    merged["prompt"] = [render_prompt(row, template) for row in merged.to_dict("records")]
+    # The table's column labels are text; pandas-stubs types them as any hashable.
+    records = cast("list[dict[str, Any]]", merged.to_dict("records"))
+    merged["prompt"] = [render_prompt(row, template) for row in records]
     return merged

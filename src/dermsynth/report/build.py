@@ -224,9 +224,11 @@ class _Builder:
         for (direction, condition), _ in found[found["kind"] != "harm"].groupby(
             ["direction", "augmented"], sort=False
         ):
-            shown = tables.findings_display(found, direction, condition)
+            shown = tables.findings_display(found, str(direction), str(condition))
             section.blocks.append(
-                table_block(shown, f"{tables.direction_label(direction)}, {condition} augmented")
+                table_block(
+                    shown, f"{tables.direction_label(str(direction))}, {condition} augmented"
+                )
             )
         section.blocks.append(
             image_block(figures.forest_figure(found, self.run.simulated), "Forest plot")
@@ -286,6 +288,46 @@ class _Builder:
                 )
         return section
 
+    def quality(self) -> Section:
+        section = Section("quality", "Image quality", "The images each arm adds, measured")
+        quality = self.run.table("synthetic_quality")
+        if quality is None or quality.empty:
+            section.blocks = [
+                note("Not measured: this study adds no images, or ran without evaluation.")
+            ]
+            return section
+        section.blocks.append(
+            note(
+                "Each set an arm adds at the full dose, against real images of the same cell "
+                "that no arm trains on and no test contains (the reference, named per row in "
+                "the CSV). KID (with its SD over subsets) is near 0 only at large N: read it "
+                "beside the extra-real row, real images measured the same way. CAS: recall of a "
+                "classifier trained on the set alone, tested on real images, beside the same "
+                "classifier trained on as many real images. Copy rate: share of images within "
+                "the copy threshold of a seed, a training, reference or test image."
+            )
+        )
+        for direction in dict.fromkeys(quality["direction"]):
+            section.blocks.append(
+                table_block(
+                    tables.quality_display(quality, direction), tables.direction_label(direction)
+                )
+            )
+        section.csv = [self.keep("synthetic_quality", quality)]
+        signal = self.run.table("selection_signal")
+        if signal is not None and not signal.empty:
+            section.blocks.append(
+                note(
+                    "Selection's pathology score: how well the classifier that scored each "
+                    "condition's candidates tells them from the other augmented conditions' "
+                    "candidates (one-vs-rest AUROC; 0.5 = no signal). Its classifier has seen "
+                    "the seeds, of which the candidates are variations: read it as an upper bound."
+                )
+            )
+            section.blocks.append(table_block(tables.signal_display(signal)))
+            section.csv.append(self.keep("selection_signal", signal))
+        return section
+
     def table2(self) -> Section:
         section = Section("table2", "Table 2", "Table 2: accuracy by arm, direction and skin type")
         if self.cells is None or self.cells.empty:
@@ -300,7 +342,11 @@ class _Builder:
                 )
             )
         section.blocks.append(note(_interval_note(self.cells)))
-        section.csv = [self.keep("table2", self.cells)]
+        from dermsynth.report.external import external_blocks
+
+        external, files = external_blocks(self, paper)
+        section.blocks += external
+        section.csv = [self.keep("table2", self.cells), *files]
         return section
 
     def every_arm(self) -> Section:
@@ -374,8 +420,8 @@ class _Builder:
         for (direction, condition), _ in sp.groupby(["direction", "augmented"], sort=False):
             section.blocks.append(
                 table_block(
-                    tables.spillover_display(sp, direction, condition),
-                    f"{tables.direction_label(direction)}, {condition} augmented",
+                    tables.spillover_display(sp, str(direction), str(condition)),
+                    f"{tables.direction_label(str(direction))}, {condition} augmented",
                 )
             )
         section.csv = [self.keep("supp_table1", sp)]
@@ -399,11 +445,13 @@ class _Builder:
         for (direction, condition), _ in comparisons.groupby(
             ["direction", "augmented"], sort=False
         ):
-            shown = tables.comparisons_display(comparisons, direction, condition, self.full_dose)
+            shown = tables.comparisons_display(
+                comparisons, str(direction), str(condition), self.full_dose
+            )
             if not shown.empty:
                 section.blocks.append(
                     table_block(
-                        shown, f"{tables.direction_label(direction)}, {condition} augmented"
+                        shown, f"{tables.direction_label(str(direction))}, {condition} augmented"
                     )
                 )
         section.csv = [self.keep("comparisons", comparisons)]
@@ -517,6 +565,7 @@ def render_report(run_dir: str | Path, max_seeds: int = 4) -> Report:
         builder.findings,
         builder.table1,
         builder.figure2,
+        builder.quality,
         builder.table2,
         builder.every_arm,
         builder.figure3,

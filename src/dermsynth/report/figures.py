@@ -317,9 +317,9 @@ def _thumbnail(path: Path | None) -> np.ndarray | None:
         return None
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((THUMBNAIL, THUMBNAIL))
-            return np.asarray(image)
+            rgb = image.convert("RGB")
+            rgb.thumbnail((THUMBNAIL, THUMBNAIL))
+            return np.asarray(rgb)
     except (OSError, UnidentifiedImageError):
         return None
 
@@ -367,7 +367,7 @@ def figure2(
                     )
                 else:
                     ax.axis("off")
-        _title(figure, f"{condition}: {direction_label(direction)}", simulated)
+        _title(figure, f"{condition}: {direction_label(str(direction))}", simulated)
         blocks.append(
             Figure2(
                 str(direction),

@@ -35,10 +35,11 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "comparisons": ("family", "direction", "augmented", "arm_a", "arm_b", "dose_b", "p", "p_holm"),
     "fairness": ("direction", "arm", "augmented", "dose", "worst_accuracy", "gap"),
     "findings": ("kind", "direction", "augmented", "fst_group", "arm_other", "verdict"),
-    "quality": ("direction", "condition", "fst_group", "n_synthetic", "n_real"),
+    "synthetic_quality": ("direction", "arm", "pool", "condition", "fst_group", "n_synthetic"),
+    "selection_signal": ("direction", "condition", "classifier", "auroc"),
 }
 # Tables a study of an older version may lack; their sections say so without listing them.
-OPTIONAL = frozenset({"quality"})
+OPTIONAL = frozenset({"synthetic_quality", "selection_signal"})
 
 
 @dataclass

@@ -254,7 +254,7 @@ def table3_display(t3: pd.DataFrame, arm: str = SYNTHETIC) -> pd.DataFrame:
             cells = block[block["fst_group"] == group]
             record = [
                 condition if index == 0 else "",
-                direction_label(direction) if index == 0 else "",
+                direction_label(str(direction)) if index == 0 else "",
                 fst_label(group),
             ]
             for dose in doses:
@@ -466,3 +466,67 @@ def fairness_display(fairness: pd.DataFrame, full_dose: int) -> pd.DataFrame:
             record[label] = MISSING if _nan(row[column]) else f"{row[column]:.2f}"
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+# --------------------------------------------------------------------------- synthetic quality
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return MISSING if _nan(value) else f"{float(value):.{digits}f}"
+
+
+def _kid_text(row: pd.Series) -> str:
+    if _nan(row["kid"]):
+        return MISSING
+    return f"{row['kid']:.3f} ± {row['kid_std']:.3f}"
+
+
+def _cas_text(row: pd.Series) -> str:
+    if _nan(row["cas"]):
+        return MISSING
+    ratio = "" if _nan(row["cas_ratio"]) else f" (ratio {row['cas_ratio']:.2f})"
+    return f"{row['cas']:.2f} vs real {_num(row['cas_real'])}{ratio}"
+
+
+def quality_display(quality: pd.DataFrame, direction: str) -> pd.DataFrame:
+    """The images each arm adds in one direction, measured against held-out real images."""
+    rows = quality[quality["direction"] == direction]
+    rows = rows.assign(_a=rows["arm"].map(_arm_rank)).sort_values(
+        ["condition", "_a"], kind="stable"
+    )
+    records = []
+    for _, row in rows.iterrows():
+        records.append(
+            {
+                "Condition": row["condition"],
+                "FST": fst_label(str(row["fst_group"])),
+                "Images of": row["arm"],
+                "N (set / real)": f"{_int(row['n_synthetic'])} / {_int(row['n_real'])}",
+                "KID ± sd": _kid_text(row),
+                "Precision / recall": f"{_num(row['precision'])} / {_num(row['recall'])}",
+                "Density / coverage": f"{_num(row['density'])} / {_num(row['coverage'])}",
+                "CAS": _cas_text(row),
+                "Copy rate": _num(row["copy_rate"]),
+                "Diversity ratio": _num(row["diversity_ratio"]),
+                "ITA W1 / tone match": f"{_num(row['ita_wasserstein'], 1)} / "
+                f"{_num(row['tone_match'])}",
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def signal_display(signal: pd.DataFrame) -> pd.DataFrame:
+    """The pathology scorer's discrimination per direction and augmented condition."""
+    return pd.DataFrame(
+        {
+            "Direction": signal["direction"].map(direction_label),
+            "Condition": signal["condition"],
+            "Scored by": signal["classifier"],
+            "N (intended / other)": [
+                f"{_int(a)} / {_int(b)}"
+                for a, b in zip(signal["n_intended"], signal["n_other"], strict=True)
+            ],
+            "Mean p(intended)": signal["p_intended_mean"].map(_num),
+            "AUROC": signal["auroc"].map(_num),
+        }
+    )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -107,8 +107,8 @@ def classifier_scores(
     check_classes(run_dir, list(scorer.model.classes), candidates["label"].unique().tolist())
     probs = _probabilities(scorer, candidates)
     by_id = probs.set_index("image_id")
-    values = [
-        float(by_id.at[i, f"p_{label}"]) if i in by_id.index else float("nan")
+    values = [  # pandas-stubs types a cell as any scalar: the cast names the column's floats
+        float(cast(float, by_id.at[i, f"p_{label}"])) if i in by_id.index else float("nan")
         for i, label in zip(candidates["image_id"], candidates["label"], strict=True)
     ]
     return pd.Series(values, index=candidates.index, name="score_pathology")

@@ -48,15 +48,15 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
-from dermsynth.config import SCORES, SelectionConfig
+from dermsynth.config import SCORES, ScoreName, SelectionConfig
 from dermsynth.data.images import BadImageError, load_rgb
 from dermsynth.data.manifest import load_manifest, write_manifest
 from dermsynth.errors import DermsynthError
@@ -66,7 +66,7 @@ from dermsynth.schema import REVIEW_VALUES, SELECTION_COLUMNS, SYNTHETIC, as_boo
 SELECTION_FILE = "selection.json"
 SHEETS_DIR = "contact_sheets"
 REVIEWED = "reviewed"
-DEFAULT_WEIGHTS: dict[str, float] = dict(SelectionConfig().weights)
+DEFAULT_WEIGHTS: dict[str, float] = dict(SelectionConfig().weights.items())
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _PER_IMAGE = (
     "ita",
@@ -350,7 +350,7 @@ def _score_image(
 def _score_seed(
     cands: Candidates,
     parent: str,
-    positions: np.ndarray,
+    positions: Iterable[int],
     scorers: _Scorers,
     unreadable: dict[int, str],
 ) -> dict[int, dict[str, Any]]:
@@ -363,11 +363,11 @@ def _score_seed(
     scored: dict[int, dict[str, Any]] = {}
     arrays: list[np.ndarray] = []
     for pos in positions:
-        rgb, why = _load_array(cands.rows.at[pos, "path"])
+        rgb, why = _load_array(str(cands.rows.at[pos, "path"]))
         if rgb is None:
             unreadable[int(pos)] = why or "unreadable"
             continue
-        fst = int(cands.rows.at[pos, "fst"])
+        fst = int(cast(int, cands.rows.at[pos, "fst"]))  # pandas-stubs: a cell is any scalar
         scored[int(pos)] = _score_image(rgb, seed_rgb, fst, cands.masks[pos], scorers)
         arrays.append(rgb)
     if not arrays:
@@ -427,12 +427,12 @@ def score_candidates(
     unreadable: dict[int, str] = {}
     scored: dict[int, dict[str, Any]] = {}
     for parent, positions in cands.rows.groupby("parent_id", sort=False).indices.items():
-        scored.update(_score_seed(cands, parent, positions, scorers, unreadable))
+        scored.update(_score_seed(cands, str(parent), positions, scorers, unreadable))
     n = len(cands.rows)
     if len(unreadable) == n:
         pos, why = next(iter(unreadable.items()))
         raise DermsynthError(
-            f"none of the {n} candidate image(s) could be read (first: {cands.rows.at[pos, 'path']}: "
+            f"none of the {n} candidate image(s) could be read (first: {cands.rows.at[pos, 'path']!s}: "
             f"{why}); are the paths relative to another folder?"
         )
     if unreadable:
@@ -496,11 +496,13 @@ def leakage_columns(
 
 
 def combined_score(
-    frame: pd.DataFrame, weights: Mapping[str, float]
+    frame: pd.DataFrame, weights: Mapping[ScoreName, float]
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Weighted mean of the scores present (a row's NaN score leaves its mean), and the weights
     that took part."""
-    used = {name: w for name, w in weights.items() if w > 0 and f"score_{name}" in frame.columns}
+    used: dict[str, float] = {
+        name: w for name, w in weights.items() if w > 0 and f"score_{name}" in frame.columns
+    }
     if not used:
         raise DermsynthError(
             "every score with a weight > 0 is unavailable (pathology needs --classifier or --clip); "
@@ -524,9 +526,10 @@ def _exclusion_reasons(
     for pos, why in unreadable.items():
         reasons.at[pos] = f"excluded: image unreadable ({why})"
     for pos in frame.index[leaks]:
+        # pandas-stubs types a cell as any scalar: the casts name what the column holds
         reasons.at[pos] = (
-            f"excluded: leakage (phash distance {int(frame.at[pos, 'leak_distance'])} to test "
-            f"image {frame.at[pos, 'leak_nearest']})"
+            f"excluded: leakage (phash distance {int(cast(float, frame.at[pos, 'leak_distance']))} "
+            f"to test image {frame.at[pos, 'leak_nearest']!s})"
         )
     return reasons
 
@@ -546,9 +549,10 @@ def rank_candidates(frame: pd.DataFrame, k: int, notes: list[str]) -> pd.DataFra
         for rank, pos in enumerate(order, start=1):
             ranks.at[pos] = rank
             selected.at[pos] = rank <= k
-            text = f"{'kept' if rank <= k else 'dropped'}: rank {rank} of {len(order)} (score {frame.at[pos, 'score']:.2f})"
+            # pandas-stubs types a cell as any scalar: the cast names what the column holds
+            text = f"{'kept' if rank <= k else 'dropped'}: rank {rank} of {len(order)} (score {cast(float, frame.at[pos, 'score']):.2f})"
             if frame.at[pos, "flag_similarity"]:
-                text += f"; similarity: {frame.at[pos, 'flag_similarity']}"
+                text += f"; similarity: {frame.at[pos, 'flag_similarity']!s}"
             reasons.at[pos] = text
         if len(order) < k:
             notes.append(
@@ -647,7 +651,7 @@ def write_contact_sheets(
 
     written = []
     for parent, group in result.groupby("parent_id", sort=False):
-        tiles = [Tile(seed_paths.get(parent), "seed", ("seed", str(parent)))]
+        tiles = [Tile(seed_paths.get(str(parent)), "seed", ("seed", str(parent)))]
         for row in group.itertuples(index=False):
             if bool(row.excluded):
                 kind, head = "excluded", "excluded"
@@ -657,7 +661,7 @@ def write_contact_sheets(
                 head = f"#{row.rank} {row.score:.2f}" + (" KEPT" if kind == "kept" else "")
                 detail = str(row.image_id)
             tiles.append(Tile(str(row.path), kind, (head, detail)))
-        path = folder / f"{safe_name(parent)}.png"
+        path = folder / f"{safe_name(str(parent))}.png"
         label = group["label"].iloc[0]
         write_contact_sheet(tiles, path, f"seed {parent} - {label} - FST {group['fst'].iloc[0]}")
         written.append(path)

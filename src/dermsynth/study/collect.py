@@ -135,7 +135,7 @@ def figure2_rows(runner: StudyRunner) -> pd.DataFrame:
                             "direction": name,
                             "condition": condition,
                             "seed_id": row.parent_id,
-                            "seed_path": seeds.loc[row.parent_id, "path"]
+                            "seed_path": seeds.loc[str(row.parent_id), "path"]
                             if row.parent_id in seeds.index
                             else "",
                             "synthetic_path": row.path,
@@ -185,3 +185,7 @@ def collect_results(runner: StudyRunner) -> None:
     atomic_write_csv(results / "figure2.csv", figure2_rows(runner))
     if predictions:
         write_evidence(runner, predictions)
+    if runner.external:
+        from dermsynth.study.external import collect_external
+
+        collect_external(runner, runner.external)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,7 +135,7 @@ def _accuracy_cell(correct: list[np.ndarray], random_seed: int) -> dict[str, obj
 def summary_table(
     table: dict[CellKey, Cell],
     conditions: Sequence[str],
-    tests: dict[str, Sequence[FSTGroup]],
+    tests: Mapping[str, Sequence[FSTGroup]],
     random_seed: int = 0,
 ) -> pd.DataFrame:
     """Accuracy of every cell over its repeats (see the module doc); ``SUMMARY_COLUMNS``."""
@@ -191,7 +191,7 @@ def _mcnemar_per_repeat(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float
 def comparisons_table(
     table: dict[CellKey, Cell],
     conditions: Sequence[str],
-    tests: dict[str, Sequence[FSTGroup]],
+    tests: Mapping[str, Sequence[FSTGroup]],
     random_seed: int = 0,
 ) -> pd.DataFrame:
     """The synthetic arm against every other arm (see the module doc), corrected per family."""
@@ -232,7 +232,7 @@ def comparisons_table(
 
 def fairness_table(
     runs: Sequence[tuple[CellKey, int, pd.DataFrame]],
-    tests: dict[str, Sequence[FSTGroup]],
+    tests: Mapping[str, Sequence[FSTGroup]],
 ) -> pd.DataFrame:
     """Fairness of each run over its direction's test groups, then averaged per run kind."""
     from dermsynth.evaluate.fairness import fairness_report

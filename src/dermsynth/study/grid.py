@@ -168,7 +168,9 @@ def _available(
         return len(seeds) * config.synthetic_per_seed, "seeds x synthetic_per_seed"
     if pool == POOL_TONE_SHIFT:
         n = int(((plan["split"] == TRAIN) & (plan["label"] == condition)).sum())
-        return n, "training images of the condition (fewer if shifted tones miss the group)"
+        return n * len(seeds), (
+            "training images of the condition x seeds' tones (fewer if shifted tones miss the group)"
+        )
     if pool == POOL_EXTRA_REAL:
         if reserve is None:
             return 0, "no reserve table"

@@ -110,7 +110,7 @@ def classical_pool(request: PoolRequest) -> pd.DataFrame:
     folder = request.folder(POOL_CLASSICAL)
     rows = []
     for seed_index, seed in enumerate(seeds.itertuples(index=False)):
-        image = load_rgb(seed.path)
+        image = load_rgb(str(seed.path))
         base = int(request.rng(POOL_CLASSICAL).integers(2**31)) + seed_index
         for rank, variant in enumerate(classical_variants(image, per_seed, base), start=1):
             rows.append(
@@ -128,48 +128,65 @@ def classical_pool(request: PoolRequest) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _target_tone(seeds: pd.DataFrame) -> tuple[float, float, float]:
+def _seed_tones(seeds: pd.DataFrame) -> list[tuple[tuple[float, float, float], int, str]]:
+    """Each seed's healthy-skin tone in CIE-Lab, its FST and id (the targets of tone-shift)."""
     from dermsynth.data.images import load_rgb
     from dermsynth.generate.controls import healthy_skin_lab
 
-    labs = np.array([healthy_skin_lab(np.asarray(load_rgb(p))) for p in seeds["path"]])
-    return float(np.median(labs[:, 0])), float(np.median(labs[:, 1])), float(np.median(labs[:, 2]))
+    return [
+        (healthy_skin_lab(np.asarray(load_rgb(str(path)))), int(str(fst)), str(image_id))
+        for path, fst, image_id in zip(seeds["path"], seeds["fst"], seeds["image_id"], strict=True)
+    ]
+
+
+def _tone_shift_pairs(
+    n_sources: int, n_seeds: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """(source, seed) pairs in the order they are tried: every source once towards one seed's
+    tone (seeds in turn), then every source again towards the next seed, and so on."""
+    order = rng.permutation(n_sources)
+    return [
+        (int(order[i]), (i + round_) % n_seeds)
+        for round_ in range(n_seeds)
+        for i in range(n_sources)
+    ]
 
 
 def tone_shift_pool(request: PoolRequest) -> pd.DataFrame:
-    """Training images of the condition moved to the seeds' skin tone; only those the tone
-    scorer maps into the seed group are kept (each with its ITA and estimated FST)."""
+    """Training images of the condition moved to a seed's skin tone (seeds in turn, so a
+    source may serve several seeds); only those the tone scorer maps into the seed group are
+    kept (each with its ITA and estimated FST)."""
     from dermsynth.data.images import load_rgb
     from dermsynth.generate.controls import tone_shift
     from dermsynth.select.tone import tone_score
 
-    seeds = request.seeds
-    target = _target_tone(seeds)
+    targets = _seed_tones(request.seeds)
     group = set(request.seed_group)
-    wanted_fst = int(np.median(sorted(seeds["fst"])))
     plan = request.plan
     sources = plan[(plan["split"] == TRAIN) & (plan["label"] == request.condition)]
-    order = request.rng(POOL_TONE_SHIFT).permutation(len(sources))
+    pairs = _tone_shift_pairs(len(sources), len(targets), request.rng(POOL_TONE_SHIFT))
     folder = request.folder(POOL_TONE_SHIFT)
     rows: list[dict[str, object]] = []
-    for position in order:
+    for position, target in pairs:
         if len(rows) >= request.size:
             break
         source = sources.iloc[position]
-        shifted = tone_shift(np.asarray(load_rgb(source["path"])), target)
-        tone = tone_score(shifted, wanted_fst)
+        lab, fst, seed_id = targets[target]
+        shifted = tone_shift(np.asarray(load_rgb(source["path"])), lab)
+        tone = tone_score(shifted, fst)
         if tone.fst_estimated not in group:
             continue
         rows.append(
             _png_row(
                 folder,
-                f"{source['image_id']}_tone{wanted_fst}",
+                f"{source['image_id']}_tone_{seed_id}",
                 shifted,
                 label=request.condition,
-                fst=wanted_fst,
+                fst=fst,
                 parent_id=source["image_id"],
                 rank=len(rows) + 1,
                 method="tone-shift",
+                target_seed=seed_id,
                 ita=round(tone.ita, 2),
                 fst_estimated=tone.fst_estimated,
             )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dermsynth.arms import ARMS, ArmInputs
+from dermsynth.arms import ARMS, REAL, REAL_SEED, ArmInputs
 from dermsynth.config import ClassifierConfig, StudyConfig
 from dermsynth.data.manifest import load_manifest, write_manifest
 from dermsynth.data.summary import fst_table
@@ -33,8 +33,9 @@ from dermsynth.io import (
     atomic_write_json,
     clear_partials,
 )
-from dermsynth.schema import PLAN_COLUMNS, SEED, TEST, TRAIN, VIEW_SET, WEIGHT
+from dermsynth.schema import PLAN_COLUMNS, SEED, SYNTHETIC, TEST, TRAIN, VIEW_SET, WEIGHT
 from dermsynth.study import layout
+from dermsynth.study.external import load_external, score_external
 from dermsynth.study.grid import (
     SYNTHETIC_POOLS,
     RunSpec,
@@ -109,9 +110,11 @@ def run_manifest(plan: pd.DataFrame, spec: RunSpec, pool: pd.DataFrame | None) -
     rows = pd.concat([rows, plan[plan["split"] == TEST]], ignore_index=True)
     weights = rows[WEIGHT] if WEIGHT in rows.columns else pd.Series(1.0, index=rows.index)
     view_sets = rows[VIEW_SET] if VIEW_SET in rows.columns else pd.Series(0, index=rows.index)
-    return rows.assign(
-        **{WEIGHT: weights.fillna(1.0).astype(float), VIEW_SET: view_sets.fillna(0).astype(int)}
-    )
+    columns: dict[str, pd.Series] = {
+        WEIGHT: weights.fillna(1.0).astype(float),
+        VIEW_SET: view_sets.fillna(0).astype(int),
+    }
+    return rows.assign(**columns)
 
 
 def manifest_bytes(rows: pd.DataFrame) -> bytes:
@@ -185,6 +188,8 @@ class StudyRunner:
         self.runs = study_grid(config, self.plan.splits)
         self.conditions, self.augmented = resolve_study_conditions(config, self.manifest)
         self.directions = {d.name: d for d in directions_of(config)}
+        # External test sets are checked now, before hours of training.
+        self.external = load_external(config, self.conditions)
 
     @property
     def generates(self) -> bool:
@@ -248,7 +253,7 @@ class StudyRunner:
                 if (out.parent / layout.DONE_FILE).exists():
                     continue
                 options = self.config.selection_settings().updated(
-                    classifier=self._selection_classifier(name)
+                    classifier=self._selection_classifier(name, condition)
                 )
                 self.echo(
                     f"selecting {self.config.synthetic_per_seed} per seed: {name}, {condition}"
@@ -261,11 +266,40 @@ class StudyRunner:
                 )
                 atomic_write_json(out.parent / layout.DONE_FILE, {"notes": result.notes})
 
-    def _selection_classifier(self, direction: str) -> str | None:
-        # The direction's own real-arm model scores pathology: it saw only this direction's
-        # training rows, so selection cannot lean on any test image.
-        folder = layout.run_dir(self.out, RunSpec(direction, "real").run_id)
-        return str(folder) if (folder / "model.pt").exists() else None
+    def _selection_classifier(self, direction: str, condition: str) -> str | None:
+        # The direction's real+seed model of the condition scores pathology: it has seen the
+        # condition on the target skin type (its seeds) and no test image. Without it (a study
+        # without that arm), the real-arm model.
+        for spec in (RunSpec(direction, REAL_SEED, condition), RunSpec(direction, REAL)):
+            folder = layout.run_dir(self.out, spec.run_id)
+            if (folder / "model.pt").exists():
+                return str(folder)
+        return None
+
+    def pathology_signal(self) -> None:
+        """The one-vs-rest AUROC of each selection's pathology scorer on the direction's
+        candidates (``results/selection_signal.csv``)."""
+        from dermsynth.study import quality
+        from dermsynth.train.datasets import resolve_paths
+
+        frames = []
+        for name in self.plan.splits:
+            classifiers, parts = {}, []
+            for condition in self.augmented:
+                run = self._selection_classifier(name, condition)
+                manifest = layout.generation_dir(self.out, name, condition) / "manifest.csv"
+                if run is None or not manifest.exists():
+                    continue
+                classifiers[condition] = run
+                rows = load_manifest(manifest)
+                rows = rows[rows["origin"] == SYNTHETIC]
+                parts.append(rows.assign(path=resolve_paths(rows["path"], manifest.parent)))
+            if classifiers:
+                candidates = pd.concat(parts, ignore_index=True)
+                frames.append(quality.pathology_signal(name, candidates, classifiers))
+        if frames:
+            out = layout.results_dir(self.out) / quality.SIGNAL_FILE
+            atomic_write_csv(out, pd.concat(frames, ignore_index=True))
 
     def train(self, specs: list[RunSpec]) -> None:
         """Train the classifier of each run; a finished run is reused unless its training
@@ -310,8 +344,9 @@ class StudyRunner:
     def _run_manifest(self, spec: RunSpec) -> bytes:
         """The CSV a run trains and is tested on, as it would be written now."""
         pool = None
-        if ARMS[spec.arm].pool is not None:
-            pool = self.pool(spec.direction, spec.augmented, ARMS[spec.arm].pool)
+        kind = ARMS[spec.arm].pool
+        if kind is not None:
+            pool = self.pool(spec.direction, spec.augmented, kind)
         return manifest_bytes(run_manifest(self._plan(spec.direction), spec, pool))
 
     @functools.cache  # noqa: B019 - one runner, a handful of directions
@@ -355,6 +390,50 @@ class StudyRunner:
                     self.echo(f"making the {kind} pool: {name}, {condition}")
                     self.pool(name, condition, kind)
 
+    def measure_pools(self) -> None:
+        """The synthetic-set metrics of every pool an arm adds, per direction (redone only when a
+        pool's images change, e.g. after a review)."""
+        from dermsynth.study import quality
+
+        pools = quality.measured_pools(self.config.arms)
+        if not pools or not self.config.evaluation.synthetic_quality:
+            return
+        out = layout.results_dir(self.out) / quality.QUALITY_FILE
+        sets = {
+            name: quality.full_dose_pools(
+                functools.partial(self.pool, name),
+                list(pools),
+                self.augmented,
+                self.config.full_dose,
+            )
+            for name in self.plan.splits
+        }
+        key = quality.pools_key(sets, self.config.evaluation.features)
+        marker = out.with_suffix(".done.json")
+        if out.exists() and marker.exists() and json.loads(marker.read_text())["key"] == key:
+            return
+        from dermsynth.evaluate.synthetic import image_measurements
+
+        bank = image_measurements(self.config.evaluation.features)
+        tables, notes = [], []
+        for name, frames in sets.items():
+            self.echo(f"measuring the images each arm adds: {name}")
+            images = quality.DirectionImages(
+                direction=name,
+                seed_group=self.directions[name].seed_group,
+                plan=self._plan(name),
+                reserve=self._reserve(),
+                augmented=tuple(self.augmented),
+            )
+            table, said = quality.measure_direction(
+                images, frames, pools, features=bank, random_seed=self.config.random_seed
+            )
+            tables.append(table)
+            notes.extend(said)
+        atomic_write_csv(out, pd.concat(tables, ignore_index=True))
+        atomic_write_json(out.parent / quality.QUALITY_NOTES_FILE, {"notes": notes})
+        atomic_write_json(marker, {"key": key})
+
     def collect(self) -> None:
         """Metrics of every finished run, paired comparisons between arms, Figure 2's images."""
         from dermsynth.study.collect import collect_results
@@ -372,12 +451,15 @@ class StudyRunner:
     def _run_steps(self) -> Path:
         started = time.perf_counter()
         self.write_inputs()
-        # First: the real-arm models also score pathology during selection.
-        self.train([s for s in self.runs if s.arm == "real"])
+        # First: the real and real+seed models score pathology during selection.
+        self.train([s for s in self.runs if s.arm in (REAL, REAL_SEED)])
         self.generate()
         self.select()
+        self.pathology_signal()
         self.make_pools()
-        self.train([s for s in self.runs if s.arm != "real"])
+        self.train([s for s in self.runs if s.arm not in (REAL, REAL_SEED)])
+        score_external(self, self.external)
+        self.measure_pools()
         self.collect()
         self.echo(f"study finished in {time.perf_counter() - started:.0f} s: {self.out}")
         return self.out

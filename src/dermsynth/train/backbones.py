@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -74,7 +75,9 @@ def recipe_head(
     )
 
 
-def _vgg16(net: nn.Module, head: nn.Module) -> tuple[nn.Module, nn.Module]:
+# The splitters take ``Any``: torchvision's networks are untyped and their layers are reached by
+# attribute name, which ``nn.Module`` types as ``Tensor | Module``.
+def _vgg16(net: Any, head: nn.Module) -> tuple[nn.Module, nn.Module]:
     net.classifier[6] = head
     c = net.classifier
     return nn.Sequential(net.features, net.avgpool, nn.Flatten(1), c[0], c[1]), nn.Sequential(
@@ -82,7 +85,7 @@ def _vgg16(net: nn.Module, head: nn.Module) -> tuple[nn.Module, nn.Module]:
     )
 
 
-def _resnet(net: nn.Module, head: nn.Module) -> tuple[nn.Module, nn.Module]:
+def _resnet(net: Any, head: nn.Module) -> tuple[nn.Module, nn.Module]:
     net.fc = head
     trunk = nn.Sequential(
         net.conv1,
@@ -99,12 +102,12 @@ def _resnet(net: nn.Module, head: nn.Module) -> tuple[nn.Module, nn.Module]:
     return trunk, nn.Sequential(head)
 
 
-def _efficientnet(net: nn.Module, head: nn.Module) -> tuple[nn.Module, nn.Module]:
+def _efficientnet(net: Any, head: nn.Module) -> tuple[nn.Module, nn.Module]:
     net.classifier[1] = head
     return nn.Sequential(net.features, net.avgpool, nn.Flatten(1)), nn.Sequential(*net.classifier)
 
 
-def _densenet(net: nn.Module, head: nn.Module) -> tuple[nn.Module, nn.Module]:
+def _densenet(net: Any, head: nn.Module) -> tuple[nn.Module, nn.Module]:
     net.classifier = head
     trunk = nn.Sequential(net.features, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
     return trunk, nn.Sequential(head)
@@ -168,7 +171,7 @@ def backbone_info(name: str) -> BackboneInfo:
                 size,
                 resize,
                 tuple(cfg["mean"]),
-                tuple(cfg["std"]),  # type: ignore[arg-type]
+                tuple(cfg["std"]),
                 width,
                 width,
                 "timm",
@@ -233,7 +236,8 @@ def _imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
         raise DermsynthError(
             f"ImageNet weights for {name} are not on this machine and cannot be downloaded "
             f"({type(exc).__name__}: {exc}). Place {filename} (from {url}) in {folder}/ "
-            f"(or set TORCH_HOME), or pass a local state-dict file with --weights PATH"
+            f"(or set TORCH_HOME), or give a local state-dict file (--weights PATH; in a study "
+            "config, classifier: {weights: PATH})"
         ) from None
 
 
@@ -339,6 +343,7 @@ def build_backbone(
     if frozen:
         net.requires_grad_(False)
     head = recipe_head(info.head_in, n_classes, hidden, dropout)
+    tail: nn.Module
     if info.source == "timm":
         trunk, tail = net, nn.Sequential(head)
         net = nn.Sequential(OrderedDict(backbone=net, head=head))

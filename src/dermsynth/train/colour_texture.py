@@ -48,6 +48,9 @@ VERSION = 1  # bump when the features change: cached features are keyed by it
 class ColourTexture(nn.Module):
     """Colour layout, colour histograms, gradient-orientation and blob statistics of an image."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)

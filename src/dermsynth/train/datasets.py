@@ -49,11 +49,11 @@ class TransformSpec:
         return cls(
             size,
             resize,
-            tuple(info.mean),
-            tuple(info.std),
-            float(config.rotation),  # type: ignore[arg-type]
-            tuple(config.crop_scale),
-        )  # type: ignore[arg-type]
+            info.mean,
+            info.std,
+            float(config.rotation),
+            config.crop_scale,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -158,14 +158,16 @@ def prepare_images(
         first = rows["image_id"].iloc[bad[0]]
         more = f" ({len(bad) - 1} more bad image(s))" if len(bad) > 1 else ""
         raise BadImageError(
-            f"image {first!r}: {results[bad[0]]}{more}; fix or remove it, or pass --skip-bad-images"
+            f"image {first!r}: {results[bad[0]]}{more}; fix or remove it, or leave "
+            "such images out (--skip-bad-images; in a study config, classifier: "
+            "{skip_bad_images: true})"
         )
     good = [i for i, r in enumerate(results) if not isinstance(r, str)]
-    ok = [results[i] for i in good]
+    ok = [r for r in results if not isinstance(r, str)]
     return PreparedImages(
         rows.iloc[good].reset_index(drop=True),
-        [r[0] for r in ok],  # type: ignore[index]
-        [r[1] for r in ok],  # type: ignore[index]
+        [r[0] for r in ok],
+        [r[1] for r in ok],
         skipped,
     )
 

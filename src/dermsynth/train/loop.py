@@ -140,4 +140,5 @@ def fit(
 
 
 def _trained(model: nn.Module) -> dict[str, torch.Tensor]:
-    return model.trained_state() if hasattr(model, "trained_state") else model.state_dict()
+    trained_state = getattr(model, "trained_state", None)  # a Classifier keeps only what it trains
+    return trained_state() if trained_state is not None else model.state_dict()

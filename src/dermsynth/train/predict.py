@@ -252,9 +252,10 @@ def load_run(
         raise DermsynthError(
             f"{path}: checkpoint does not fit {config.backbone} (keys {unexpected[:3]})"
         )
-    spec = TransformSpec(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in payload["transform"].items()}
-    )
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in payload["transform"].items()
+    }
+    spec = TransformSpec(**fields)
     cache = Path(cache_dir) if cache_dir is not None else run_dir.resolve().parent / "cache"
     return Scorer(model, config, spec, weights_id, cache, pick_device(device))
 

@@ -2,16 +2,26 @@
 
 The model is a hub id or a local folder (a ``save_pretrained`` layout with ``model_index.json``).
 On a GPU it runs in half precision (fp16, or bf16 where asked) with PyTorch's scaled-dot-product
-attention; on a CPU in fp32. DPM-Solver multistep is the default scheduler: it reaches the
-quality of 50 PNDM steps in about 25. Each image has its own random seed, drawn on the CPU so
-the starting noise is the same on every device; the safety checker stays off unless asked.
+attention; on a CPU in fp32 (a half-precision setting falls back to fp32 there, with a note).
+DPM-Solver multistep is the default scheduler: it reaches the quality of 50 PNDM steps in about
+25. Each image has its own random seed, drawn on the CPU so the starting noise is the same on
+every device; the safety checker stays off unless asked.
+
+With ``outpaint_strength`` (the synderm-inpaint recipe) inpainting runs in two passes with the
+same prompt, sampler and per-image random streams: pass 1 redraws the seed's kept region (the
+central square) at ``strength``, pass 2 redraws the border around it at ``outpaint_strength``,
+starting from pass 1's image. As in that recipe, pass 2 leaves a thin frame at the image edge
+(1/32 of the side) as it is.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from PIL import Image, ImageDraw, ImageOps
 
 from dermsynth.config import GeneratorSettings
 from dermsynth.errors import DermsynthError
@@ -22,6 +32,23 @@ PIPELINE_CLASSES = {
     "img2img": "StableDiffusionImg2ImgPipeline",
     "text2img": "StableDiffusionPipeline",
 }
+
+
+# Pass 2 of the two-pass recipe keeps a frame of this share of the side at the image edge.
+OUTPAINT_FRAME = 1 / 32
+
+
+def lesion_mask(mask: Image.Image) -> Image.Image:
+    """Pass 1 of two: redraw what the seed's mask keeps (white = redraw)."""
+    return ImageOps.invert(mask.convert("L"))
+
+
+def border_mask(mask: Image.Image) -> Image.Image:
+    """Pass 2 of two: redraw the seed mask's border, less a thin frame at the image edge."""
+    out = mask.convert("L").copy()
+    width = max(1, round(out.size[0] * OUTPAINT_FRAME))
+    ImageDraw.Draw(out).rectangle((0, 0, out.size[0] - 1, out.size[1] - 1), outline=0, width=width)
+    return out
 
 
 def _looks_like_path(model: str) -> bool:
@@ -60,7 +87,7 @@ class DiffusersBackend:
         if not model:
             raise DermsynthError(
                 "--model is required with --backend diffusers: a hub id such as "
-                "'stabilityai/stable-diffusion-2-inpainting' (downloaded once into the Hugging "
+                "'stable-diffusion-v1-5/stable-diffusion-inpainting' (downloaded once into the Hugging "
                 "Face cache) or a local folder holding model_index.json"
             )
         path = Path(model).expanduser()
@@ -84,15 +111,23 @@ class DiffusersBackend:
                 f"LoRA weights {lora} not found; give the folder written by "
                 "`dermsynth generator finetune` or a .safetensors file"
             )
-        if params.mode != "text2img" and int(params.steps * params.effective_strength) < 1:
-            raise DermsynthError(
-                f"--steps {params.steps} x --strength {params.effective_strength} leaves no "
-                "denoising step; raise --steps or --strength"
-            )
+        strengths = {"--strength": params.effective_strength}
+        outpaint: float | None = getattr(params, "outpaint_strength", None)
+        if outpaint is not None:
+            strengths["outpaint_strength"] = outpaint
+        for name, strength in strengths.items():
+            if params.mode != "text2img" and int(params.steps * strength) < 1:
+                raise DermsynthError(
+                    f"--steps {params.steps} x {name} {strength} leaves no denoising step; "
+                    f"raise --steps or {name}"
+                )
         device = self.device_name()
         if params.precision in ("fp16", "bf16") and not device.startswith("cuda"):
-            raise DermsynthError(
-                f"--precision {params.precision} needs a GPU; on {device} use fp32 (or auto)"
+            # Half precision is slow or missing on a CPU; a recipe asking for it still runs.
+            print(
+                f"note: {params.precision} runs on a CUDA GPU only; using fp32 on {device}",
+                file=sys.stderr,
+                flush=True,
             )
 
     def device_name(self) -> str:
@@ -118,8 +153,10 @@ class DiffusersBackend:
         import torch
 
         precision = self.params.precision
-        if precision == "auto":
-            precision = "fp16" if self.device_name().startswith("cuda") else "fp32"
+        if not self.device_name().startswith("cuda"):
+            precision = "fp32"
+        elif precision == "auto":
+            precision = "fp16"
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
     # -- loading ------------------------------------------------------------------------
@@ -136,10 +173,8 @@ class DiffusersBackend:
             extra = {"safety_checker": None, "requires_safety_checker": False}
         try:
             if path.exists():
-                return cls.from_pretrained(
-                    str(path), torch_dtype=dtype, local_files_only=True, **extra
-                )
-            return cls.from_pretrained(model, torch_dtype=dtype, **extra)
+                return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True, **extra)
+            return cls.from_pretrained(model, dtype=dtype, **extra)
         except (OSError, ValueError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DermsynthError(
@@ -171,14 +206,15 @@ class DiffusersBackend:
             raise DermsynthError(
                 f"--safety-checker was asked but {self.model_name} ships no safety checker"
             )
-        if getattr(params, "lora", ""):
-            lora = Path(params.lora).expanduser()
+        lora_file: str = getattr(params, "lora", "")
+        if lora_file:
+            lora = Path(lora_file).expanduser()
             try:
                 if lora.is_file():
                     pipe.load_lora_weights(str(lora.parent), weight_name=lora.name)
                 else:
                     pipe.load_lora_weights(str(lora))
-                pipe.fuse_lora(lora_scale=params.lora_scale)
+                pipe.fuse_lora(lora_scale=getattr(params, "lora_scale", 1.0))
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 raise DermsynthError(f"cannot apply LoRA weights {lora}: {exc}") from None
         device = self.device_name()
@@ -206,8 +242,9 @@ class DiffusersBackend:
             "generator": [torch.Generator("cpu").manual_seed(j.random_seed) for j in jobs],
             "output_type": "pil",
         }
-        if getattr(params, "negative_prompt", ""):
-            kwargs["negative_prompt"] = [params.negative_prompt] * len(jobs)
+        negative: str = getattr(params, "negative_prompt", "")
+        if negative:
+            kwargs["negative_prompt"] = [negative] * len(jobs)
         if params.mode == "text2img":
             kwargs.update(height=size, width=size)
         else:
@@ -215,6 +252,31 @@ class DiffusersBackend:
             if params.mode == "inpaint":
                 kwargs.update(mask_image=[j.mask for j in jobs], height=size, width=size)
         return kwargs
+
+    def _call(self, kwargs: dict[str, Any]) -> Any:
+        try:
+            return self.pipe(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - any pipeline error fails this seed only
+            raise BackendFailure(f"{type(exc).__name__}: {exc}") from exc
+
+    def _run(self, jobs: list[Job]) -> tuple[list[Image.Image], list[bool]]:
+        """One batch's images and safety flags: one pipeline call, or the two-pass recipe."""
+        kwargs = self.call_kwargs(jobs)
+        outpaint: float | None = getattr(self.params, "outpaint_strength", None)
+        if outpaint is None or self.params.mode != "inpaint":
+            output = self._call(kwargs)
+            return output.images, _flags(output, len(jobs))
+        kwargs["mask_image"] = [lesion_mask(j.mask) for j in jobs if j.mask is not None]
+        first = self._call(kwargs)
+        # Same prompt, sampler and generators: each image's random stream runs on into pass 2.
+        kwargs.update(
+            image=first.images,
+            mask_image=[border_mask(j.mask) for j in jobs if j.mask is not None],
+            strength=outpaint,
+        )
+        second = self._call(kwargs)
+        flags = zip(_flags(first, len(jobs)), _flags(second, len(jobs)), strict=True)
+        return second.images, [a or b for a, b in flags]
 
     def generate(self, jobs: list[Job]) -> list[Result]:
         """Run the jobs in batches of --batch-size; a failing batch fails the call."""
@@ -224,13 +286,9 @@ class DiffusersBackend:
         for start in range(0, len(jobs), size):
             batch = jobs[start : start + size]
             began = time.perf_counter()
-            try:
-                output = self.pipe(**self.call_kwargs(batch))
-            except Exception as exc:  # noqa: BLE001 - any pipeline error fails this seed only
-                raise BackendFailure(f"{type(exc).__name__}: {exc}") from exc
+            images, flagged = self._run(batch)
             seconds = (time.perf_counter() - began) / len(batch)
-            flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(batch)
-            for job, image, nsfw in zip(batch, output.images, flagged, strict=True):
+            for job, image, nsfw in zip(batch, images, flagged, strict=True):
                 if nsfw:
                     results.append(
                         Result(
@@ -240,6 +298,10 @@ class DiffusersBackend:
                 else:
                     results.append(Result(job, image, seconds))
         return results
+
+
+def _flags(output: Any, count: int) -> list[bool]:
+    return list(getattr(output, "nsfw_content_detected", None) or [False] * count)
 
 
 def make_scheduler(name: str, current: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from dermsynth.config import GeneratorSettings
+from dermsynth.config import OpenAIGenerator
 from dermsynth.errors import DermsynthError
 from dermsynth.generate.backends.base import Job, Result
 
@@ -57,7 +57,7 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(
-        self, params: GeneratorSettings, *, sleep: Callable[[float], None] = time.sleep
+        self, params: OpenAIGenerator, *, sleep: Callable[[float], None] = time.sleep
     ) -> None:
         self.params = params
         self.client: Any = None
