@@ -82,6 +82,19 @@ def test_repeats_that_disagree_widen_the_interval_beyond_one_run_against_one() -
     assert result.ci_high - result.ci_low > 1.5 * (high - low)
 
 
+def test_intervals_near_the_ceiling_and_floor_stay_within_zero_and_one() -> None:
+    # Two perfect repeats and one that misses 3 of 16: widening the repeats' spread must not
+    # carry an accuracy past 1 (nor, mirrored, below 0).
+    ceiling = [np.ones(16, bool), np.ones(16, bool), np.arange(16) >= 3]
+    floor = [~run for run in ceiling]
+    _, low, high = hierarchical_bootstrap_accuracy(ceiling)
+    assert low > 0.7 and high <= 1.0
+    _, low, high = hierarchical_bootstrap_accuracy(floor)
+    assert low >= 0.0 and high < 0.3
+    result = hierarchical_bootstrap_difference(floor, ceiling)
+    assert result.ci_low >= -1.0 and result.ci_high <= 1.0
+
+
 def test_with_one_repeat_each_it_is_the_paired_image_bootstrap() -> None:
     rng = np.random.default_rng(3)
     difficulty = rng.random(500)

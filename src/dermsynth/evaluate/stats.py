@@ -151,6 +151,8 @@ def _draw_means(
                 # about the draw's mean by sqrt(R/(R-1)) so the interval is not too narrow.
                 centre = per_repeat.mean(axis=1, keepdims=True)
                 per_repeat = centre + (per_repeat - centre) * math.sqrt(repeats / (repeats - 1))
+                # ... but never past what an accuracy can be (near the ceiling or the floor).
+                per_repeat = np.clip(per_repeat, 0.0, 1.0)
             out[k].append((repeat_counts * per_repeat).sum(axis=1) / repeats)
     return [np.concatenate(parts) for parts in out]
 
