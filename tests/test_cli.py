@@ -83,5 +83,14 @@ def test_a_number_that_is_not_finite_is_one_line(
     result = run_cli(*args, "--out", tmp_path / "out")
     assert result.code == 2
     assert result.stderr.startswith(f"error: Invalid value for '{flag}'")
+    assert "finite" in result.stderr  # not "should be less than or equal to 10"
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "11", "-1"])
+def test_scale_out_of_range_says_the_range(value: str, tmp_path: Path, run_cli) -> None:
+    result = run_cli("data", "simulate", "--scale", value, "--out", tmp_path / "out")
+    assert result.code == 2
+    assert "--scale" in result.stderr and "from 0.001 to 10" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -23,7 +23,7 @@ from dermsynth.cli.common import (
     SCALE,
     read_table,
 )
-from dermsynth.cli.options import finite
+from dermsynth.cli.options import finite_in
 from dermsynth.errors import DermsynthError
 
 if TYPE_CHECKING:
@@ -265,16 +265,14 @@ def fetch(
     timeout: float = typer.Option(
         30.0,
         "--timeout",
-        min=0.1,
-        help="Seconds to wait for a connection or for more data.",
-        callback=finite,
+        help="Seconds to wait for a connection or for more data (at least 0.1).",
+        callback=finite_in(0.1),
     ),
     deadline: float = typer.Option(
         120.0,
         "--deadline",
-        min=0.1,
-        callback=finite,
-        help="Seconds for each image's whole download, retries included; then it fails.",
+        callback=finite_in(0.1),
+        help="Seconds for each image's whole download, retries included (at least 0.1).",
     ),
     max_bytes: int = typer.Option(
         50_000_000,
@@ -417,10 +415,8 @@ def simulate(
     scale: float = typer.Option(
         0.25,
         "--scale",
-        min=0.001,
-        max=10.0,
-        help="Multiplier on the paper's Table 1 counts.",
-        callback=finite,
+        help="Multiplier on the paper's Table 1 counts (0.001 to 10).",
+        callback=finite_in(0.001, 10.0),
     ),
     random_seed: int = typer.Option(0, "--random-seed"),
     image_size: int = typer.Option(

@@ -8,6 +8,7 @@ flag.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
@@ -80,6 +81,23 @@ def generator_settings(**values: Any) -> GeneratorSettings:
         raise DermsynthError(
             f"--backend {given.get('backend', 'diffusers')}: " + "; ".join(lines)
         ) from None
+
+
+def finite_in(low: float, high: float | None = None) -> Callable[[float | None], float | None]:
+    """Option callback: a finite number from ``low`` (to ``high``); click's own range check
+    would call NaN "more than the maximum"."""
+
+    def check(value: float | None) -> float | None:
+        value = finite(value)
+        if value is None:
+            return value
+        if high is None and value < low:
+            raise typer.BadParameter(f"must be at least {low:g}, got {value:g}")
+        if high is not None and not low <= value <= high:
+            raise typer.BadParameter(f"must be from {low:g} to {high:g}, got {value:g}")
+        return value
+
+    return check
 
 
 def finite(value: float | None) -> float | None:
