@@ -137,6 +137,39 @@ def test_whole_study_end_to_end_then_resume_does_nothing(
     html = (out / "report" / "index.html").read_text()
     assert "simulated" in html.lower()
 
+    # The study's manifests name its own files relative to themselves: a moved study folder
+    # resumes with nothing made or trained again, and the review page still finds every image.
+    for manifest in [selected_csv, *out.glob("generation/*/*/manifest.csv")]:
+        paths = pd.read_csv(manifest)["path"]
+        assert not paths.str.startswith("/").any() and not paths.str.contains(str(tmp_path)).any()
+    run_paths = dose4[dose4["origin"] == "synthetic"]["path"]
+    assert run_paths.str.startswith("../../generation/").all()
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    stamps = [(moved / m.relative_to(out)).stat().st_mtime_ns for m in models]
+    resumed = run_cli("study", "run", config, "--out", moved)
+    assert resumed.code == 0, resumed.stderr
+    assert "training" not in resumed.stderr and "generating" not in resumed.stderr
+    assert [(moved / m.relative_to(out)).stat().st_mtime_ns for m in models] == stamps
+    from dermsynth.select.review_app import ManifestStore
+
+    moved_selected = layout.selection_path(moved, "train_1-2", "psoriasis")
+    state = ManifestStore(moved_selected.parent, moved_selected).state()
+    images = [c["image"] for seed in state["seeds"] for c in seed["candidates"]]
+    assert len(images) == 6 and all(i and i.startswith("/files/generation/") for i in images)
+    assert run_cli("report", moved).code == 0
+
+    # A run an earlier version finished names its images by absolute path: same images, so it
+    # is kept (its manifest rewritten), not trained again.
+    legacy = layout.run_dir(moved, synthetic_run) / "manifest.csv"
+    legacy.write_text(legacy.read_text().replace("../../generation/", f"{moved}/generation/"))
+    assert "/generation/" in legacy.read_text() and "../../generation/" not in legacy.read_text()
+    upgraded = run_cli("study", "run", config, "--out", moved)
+    assert upgraded.code == 0, upgraded.stderr
+    assert "training" not in upgraded.stderr
+    assert [(moved / m.relative_to(out)).stat().st_mtime_ns for m in models] == stamps
+    assert "../../generation/" in legacy.read_text()
+
 
 def test_a_folder_of_another_config_is_refused(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -29,6 +29,9 @@ ALL_CONDITIONS = "(all)"  # a results row over every condition of a test group
 # -- manifests ------------------------------------------------------------------------------
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "fst", "origin", "parent_id")
+# Columns that hold a file's path. A manifest stores a path under its folder's tree (a study's
+# folder) relative to the manifest's own folder, so a moved folder still finds its images.
+PATH_COLUMNS: tuple[str, ...] = ("path", "seed_crop", "seed_mask")
 
 # -- skin tone ----------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import pandas as pd
 from dermsynth.data.fst import FST_TYPES, UNKNOWN_FST
 from dermsynth.errors import DermsynthError
 from dermsynth.io import atomic_write_csv
-from dermsynth.schema import MANIFEST_COLUMNS, ORIGINS, coerce
+from dermsynth.schema import MANIFEST_COLUMNS, ORIGINS, PATH_COLUMNS, coerce
 
 FITZPATRICK17K_COLUMNS: tuple[str, ...] = ("md5hash", "fitzpatrick_scale", "label")
 FITZPATRICK17K_FST_COLUMNS: tuple[str, ...] = ("fitzpatrick_scale", "fitzpatrick_centaur")
@@ -243,7 +243,49 @@ def load_manifest(
         except ValueError as exc:
             raise DermsynthError(f"{csv_path}: {exc}") from None
     out = pd.concat([out, extra], axis=1)
+    if source == "manifest":
+        out = resolve_manifest_paths(out, csv_path.resolve().parent)
     out.attrs.update(source=source, csv=str(csv_path), fst_column=cmap.fst)
+    return out
+
+
+def resolve_manifest_paths(frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """Relative paths of a manifest read back as absolute: beside the manifest (how
+    :func:`write_manifest` stores them), unless only the working folder has the file."""
+
+    def one(value: object) -> object:
+        if not isinstance(value, str) or not value or os.path.isabs(value):
+            return value
+        beside = folder / value
+        if not beside.exists() and Path(value).exists():
+            return os.path.abspath(value)
+        return os.path.normpath(beside)
+
+    for column in PATH_COLUMNS:
+        if column in frame.columns:
+            frame[column] = frame[column].map(one)
+    return frame
+
+
+def relative_paths(frame: pd.DataFrame, folder: Path, root: Path) -> pd.DataFrame:
+    """``frame`` with every absolute path under ``root`` written relative to ``folder`` (the
+    manifest's folder); other paths as they are."""
+    folder, root = Path(os.path.abspath(folder)), Path(os.path.abspath(root))
+
+    def one(value: object) -> object:
+        if not isinstance(value, str) or not os.path.isabs(value):
+            return value
+        absolute = Path(os.path.normpath(value))
+        if absolute == root or root in absolute.parents:
+            return Path(os.path.relpath(absolute, folder)).as_posix()
+        return value
+
+    columns = [c for c in PATH_COLUMNS if c in frame.columns]
+    if not columns:
+        return frame
+    out = frame.copy()
+    for column in columns:
+        out[column] = out[column].map(one)
     return out
 
 
@@ -264,9 +306,20 @@ def default_images_dir(csv_path: Path) -> Path:
 
 
 def write_manifest(
-    manifest: pd.DataFrame, path: str | os.PathLike[str], first: Sequence[str] = MANIFEST_COLUMNS
+    manifest: pd.DataFrame,
+    path: str | os.PathLike[str],
+    first: Sequence[str] = MANIFEST_COLUMNS,
+    *,
+    root: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write a manifest as CSV, atomically, the ``first`` columns (manifest columns) first."""
+    """Write a manifest as CSV, atomically, the ``first`` columns (manifest columns) first.
+
+    Paths of files under ``root`` (default: the manifest's folder; a study passes its own
+    folder) are stored relative to the manifest's folder, others absolute, so a moved folder
+    reads back whole (:func:`load_manifest` resolves them).
+    """
+    folder = Path(path).parent
+    manifest = relative_paths(manifest, folder, Path(root) if root is not None else folder)
     first = [c for c in first if c in manifest.columns]
     rest = [c for c in manifest.columns if c not in first]
     atomic_write_csv(path, manifest[first + rest])

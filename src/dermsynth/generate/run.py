@@ -46,6 +46,7 @@ from dermsynth.generate.backends.base import (
 from dermsynth.generate.prompts import read_prompt_table, resolve_prompts
 from dermsynth.generate.seeds import PreparedSeed, load_seeds, prepare_seed
 from dermsynth.io import FolderLock, atomic_write_bytes, atomic_write_json, clear_partials
+from dermsynth.schema import PATH_COLUMNS
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.csv"
@@ -188,7 +189,33 @@ def _finished(out: Path, image_id: str) -> dict[str, Any] | None:
         row = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None  # a damaged sidecar is remade, never trusted
+    if not isinstance(row, dict):
+        return None
+    row = _in_folder(row, out)
     return row if _decodes(Path(row.get("path", ""))) else None
+
+
+def _under_folder(row: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A sidecar row with the paths of files under ``out`` stored relative to it."""
+    base = out.resolve()
+    stored = dict(row)
+    for key in PATH_COLUMNS:
+        value = stored.get(key)
+        if isinstance(value, str) and os.path.isabs(value):
+            path = Path(value)
+            if base in path.parents:
+                stored[key] = path.relative_to(base).as_posix()
+    return stored
+
+
+def _in_folder(row: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A sidecar row with its relative paths made absolute against ``out`` (where it now is)."""
+    base = out.resolve()
+    for key in PATH_COLUMNS:
+        value = row.get(key)
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            row[key] = str(base / value)
+    return row
 
 
 def _decodes(path: Path) -> bool:
@@ -244,7 +271,7 @@ def _save(plan: RunPlan, seed: PreparedSeed, result: Result, device: str) -> Non
     png = (plan.out / "images" / f"{image_id}.png").resolve()
     atomic_write_bytes(png, _png(result.image))
     row = candidate_row(plan, seed, result, device, str(png))
-    atomic_write_json(plan.out / "candidates" / f"{image_id}.json", row)
+    atomic_write_json(plan.out / "candidates" / f"{image_id}.json", _under_folder(row, plan.out))
 
 
 def _record_failure(out: Path, seed_id: str, message: str, refused: bool) -> dict[str, Any]:

@@ -674,9 +674,11 @@ def write_selection(
     cands: Candidates,
     options: SelectionConfig,
     info: dict[str, Any],
+    root: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """The selected manifest, its contact sheets and ``selection.json`` (settings and notes)."""
-    write_manifest(result, out, first=[*list(cands.rows.columns), *SELECTION_COLUMNS])
+    """The selected manifest, its contact sheets and ``selection.json`` (settings and notes);
+    paths under ``root`` (a study's folder) stored relative to the manifest."""
+    write_manifest(result, out, first=[*list(cands.rows.columns), *SELECTION_COLUMNS], root=root)
     sheets: list[Path] = []
     if options.contact_sheets:
         sheets = write_contact_sheets(result, cands.seed_paths, out.parent / SHEETS_DIR)
@@ -694,11 +696,13 @@ def select_candidates(
     options: SelectionConfig | None = None,
     seeds_csv: str | os.PathLike[str] | None = None,
     test_csv: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> SelectionResult:
     """Score, guard, rank and keep; write the manifest ``out``, contact sheets, selection.json.
 
     ``test_csv``: a plan (its ``split == "test"`` rows) or any manifest of test images, for the
-    leakage guard; without it the guard is off and a note says so.
+    leakage guard; without it the guard is off and a note says so. ``root``: the folder whose
+    files the manifest names by relative path (a study's; default the manifest's own folder).
     """
     options = options or SelectionConfig()
     out = Path(out)
@@ -727,7 +731,7 @@ def select_candidates(
     )
     result = result[[*cands.rows.columns, *[c for c in SELECTION_COLUMNS if c in result.columns]]]
     info = _info(scorers, used, test_csv, notes)
-    sheets = write_selection(result, out, cands, options, info)
+    sheets = write_selection(result, out, cands, options, info, root)
     return SelectionResult(result, out, sheets, notes)
 
 

@@ -233,7 +233,7 @@ def pool(request: PoolRequest, kind: str) -> pd.DataFrame:
     if not (folder / layout.DONE_FILE).exists():
         rows = MAKERS[kind](request)
         if not rows.empty:
-            write_manifest(rows, manifest)
+            write_manifest(rows, manifest, root=request.out)
         atomic_write_json(folder / layout.DONE_FILE, {"images": len(rows), "asked": request.size})
     if not manifest.exists():  # none could be made (e.g. no shifted image reached the group)
         return pd.DataFrame(columns=[*MANIFEST_COLUMNS, "rank"])

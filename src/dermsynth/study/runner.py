@@ -22,7 +22,7 @@ import pandas as pd
 
 from dermsynth.arms import ARMS, REAL, REAL_SEED, ArmInputs
 from dermsynth.config import ClassifierConfig, StudyConfig
-from dermsynth.data.manifest import load_manifest, write_manifest
+from dermsynth.data.manifest import load_manifest, relative_paths, write_manifest
 from dermsynth.data.summary import fst_table
 from dermsynth.errors import DermsynthError
 from dermsynth.io import (
@@ -117,8 +117,13 @@ def run_manifest(plan: pd.DataFrame, spec: RunSpec, pool: pd.DataFrame | None) -
     return rows.assign(**columns)
 
 
-def manifest_bytes(rows: pd.DataFrame) -> bytes:
-    """A run manifest as the exact CSV bytes written to its folder (plan columns first)."""
+def manifest_bytes(
+    rows: pd.DataFrame, folder: Path | None = None, root: Path | None = None
+) -> bytes:
+    """A run manifest as the exact CSV bytes written to its ``folder`` (plan columns first;
+    paths under the study folder ``root`` relative to ``folder``, as :func:`write_manifest`)."""
+    if folder is not None and root is not None:
+        rows = relative_paths(rows, folder, root)
     first = [c for c in PLAN_COLUMNS if c in rows.columns]
     ordered = rows[first + [c for c in rows.columns if c not in first]]
     return ordered.to_csv(index=False, lineterminator="\n").encode()
@@ -263,6 +268,7 @@ class StudyRunner:
                     out,
                     options=options,
                     test_csv=layout.splits_path(self.out, name),
+                    root=self.out,
                 )
                 atomic_write_json(out.parent / layout.DONE_FILE, {"notes": result.notes})
 
@@ -306,9 +312,16 @@ class StudyRunner:
         images changed (e.g. a reviewer overrode the selection), then it is trained again."""
         todo = []
         for spec in specs:
-            content = self._run_manifest(spec)
-            if not run_is_current(layout.run_dir(self.out, spec.run_id), content):
-                todo.append((spec, content))
+            folder = layout.run_dir(self.out, spec.run_id)
+            rows = self._run_rows(spec)
+            content = manifest_bytes(rows, folder, self.out)
+            if run_is_current(folder, content):
+                continue
+            if run_is_current(folder, manifest_bytes(rows)):
+                # Finished by an earlier version on the same images, named by absolute path.
+                atomic_write_bytes(folder / "manifest.csv", content)
+                continue
+            todo.append((spec, content))
         if not todo:
             return
         if self.config.executor.kind == "ray":
@@ -341,13 +354,13 @@ class StudyRunner:
             ]
         )
 
-    def _run_manifest(self, spec: RunSpec) -> bytes:
-        """The CSV a run trains and is tested on, as it would be written now."""
+    def _run_rows(self, spec: RunSpec) -> pd.DataFrame:
+        """The rows a run trains and is tested on, as they would be written now."""
         pool = None
         kind = ARMS[spec.arm].pool
         if kind is not None:
             pool = self.pool(spec.direction, spec.augmented, kind)
-        return manifest_bytes(run_manifest(self._plan(spec.direction), spec, pool))
+        return run_manifest(self._plan(spec.direction), spec, pool)
 
     @functools.cache  # noqa: B019 - one runner, a handful of directions
     def _plan(self, direction: str) -> pd.DataFrame:

@@ -355,6 +355,18 @@ def _image_path_data(
     return fit_rows, val_rows, (lambda: loader), (lambda: val_loader), scorer.model
 
 
+def _own_manifest(old: object, new: str, run_dir: Path) -> bool:
+    """True when both manifests are the run folder's own file (it may have moved since)."""
+    if not isinstance(old, str):
+        return False
+    was, now = Path(old), Path(new)
+    return (
+        was.name == now.name
+        and now.parent == run_dir.resolve()
+        and was.parent.name == run_dir.resolve().name
+    )
+
+
 def _finished(run_dir: Path, resolved: dict[str, Any]) -> RunResult | None:
     """The finished run in ``run_dir`` if its options match; refuse a folder of another run."""
     config_path = run_dir / "config.json"
@@ -364,6 +376,8 @@ def _finished(run_dir: Path, resolved: dict[str, Any]) -> RunResult | None:
 
     old = json.loads(config_path.read_text(encoding="utf-8"))
     for key in ("identity", "classes", "manifest", "weights_id"):
+        if key == "manifest" and _own_manifest(old.get(key), resolved[key], run_dir):
+            continue  # the folder's own manifest.csv, the folder moved since
         if old.get(key) != resolved[key]:
             changed = key
             if key == "identity":
