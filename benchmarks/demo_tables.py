@@ -18,7 +18,8 @@ from dermsynth.report.load import load_run
 def markdown(frame: pd.DataFrame) -> str:
     """A frame as a GitHub table (multi-level headers joined, line breaks as '; ')."""
     heads = [
-        " ".join(str(p) for p in c if p) if isinstance(c, tuple) else str(c) for c in frame.columns
+        ", tested on ".join(str(p) for p in c if p) if isinstance(c, tuple) else str(c)
+        for c in frame.columns
     ]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in frame.itertuples(index=False):
