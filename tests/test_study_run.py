@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from dermsynth.config import load_config
-from dermsynth.data.manifest import PAPER_CONDITIONS
+from dermsynth.data.manifest import PAPER_CONDITIONS, load_manifest
 from dermsynth.data.simulate import simulate_dataset
 from dermsynth.demo import DEMO_CONFIG
 from dermsynth.errors import DermsynthError
@@ -409,7 +409,8 @@ def test_every_control_arm_runs_and_the_evidence_is_written(
         assert not tests & set(training["image_id"]), run_id
     tone = pd.read_csv(out / "controls" / "train_1-2" / "psoriasis" / "tone-shift" / "manifest.csv")
     assert len(tone) >= 4 and tone["fst_estimated"].isin([5, 6]).all()
-    classical = pd.read_csv(
+    # Read as every stage reads a manifest: its paths (stored relative to it) resolved.
+    classical = load_manifest(
         out / "controls" / "train_1-2" / "psoriasis" / "classical" / "manifest.csv"
     )
     assert len(classical) >= 4 and all(Path(p).is_file() for p in classical["path"])
