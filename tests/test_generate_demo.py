@@ -357,3 +357,30 @@ def test_unknown_condition_fails_only_its_seed(tmp_path, run_cli, tiny_data):
     failures = pd.read_csv(tmp_path / "run" / "failures.csv")
     assert "does not know the condition 'eczema'" in failures["message"][0]
     assert len(load_manifest(tmp_path / "run" / "manifest.csv")) == 1
+
+
+def test_the_shipped_model_loads_quietly_where_accelerate_is_missing(monkeypatch):
+    # `pip install -e .` (the README's demo install) has no `accelerate`: loading must not log
+    # diffusers' "install accelerate" warning (the demo loaded the model six times).
+    import logging
+
+    import diffusers.models.modeling_utils as modeling
+    import diffusers.pipelines.pipeline_utils as pipelines
+
+    monkeypatch.setattr(pipelines, "is_accelerate_available", lambda: False)
+    monkeypatch.setattr(modeling, "is_accelerate_available", lambda: False)
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Keep(level=logging.WARNING)
+    library = logging.getLogger("diffusers")  # diffusers' own root logger, which does not propagate
+    library.addHandler(handler)
+    try:
+        pipe = load_demo_pipeline()
+    finally:
+        library.removeHandler(handler)
+    assert pipe.unet is not None
+    assert not [m for m in messages if "accelerate" in m]

@@ -292,8 +292,12 @@ def load_demo_pipeline(
     bars = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()
     try:
-        # fp16 weights on disk would be upcast: on a CPU fp32 is both faster and exact.
-        pipe = DemoPipeline.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
+        # fp16 weights on disk would be upcast: on a CPU fp32 is both faster and exact. A few MB
+        # gain nothing from low-memory loading, which without `accelerate` (not a dependency of
+        # the demo) only prints a warning per load.
+        pipe = DemoPipeline.from_pretrained(
+            str(folder), dtype=torch.float32, local_files_only=True, low_cpu_mem_usage=False
+        )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DermsynthError(f"cannot load the demo model {folder}: {reason}") from None
