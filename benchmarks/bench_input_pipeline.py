@@ -4,11 +4,15 @@ Groh et al.'s loader (fitzpatrick17k ``train.py``), re-implemented faithfully: e
 every epoch reads the full-size JPEG with ``skimage.io.imread`` (gray to RGB if needed), then
 ToPILImage - RandomResizedCrop(256, 0.8-1.0) - RandomRotation(15) - ColorJitter() -
 RandomHorizontalFlip - CenterCrop(224) - ToTensor - Normalize(ImageNet), sampled by a
-WeightedRandomSampler. Ours: the same transforms and sampler on the resized-image cache (each
-JPEG decoded once, by ``prepare_images``), whose items are uint8 tensors scaled and normalized
-per batch (counted here). Both run through a DataLoader with the same batch
-size and workers. Reported: steady-state images/s (later epochs) and our first (cold) epoch,
-cache building included.
+WeightedRandomSampler. Ours: what ``dermsynth train`` runs when it
+trains through the images (full fine-tuning, any non-frozen backbone): the same sampler and
+augmentation distribution on the resized-image cache (each JPEG decoded once, by
+``prepare_images``); each item's crop, resize, rotation, flip and centre crop are one bilinear
+warp of the uint8 image (``dermsynth.train.augment``), and uint8 batches are scaled and
+normalized once per batch (counted here). Both run through a DataLoader with the same batch size
+and workers, held across epochs. Each worker setting is measured ``--repeats`` times, Groh and
+ours side by side in each repeat, each row with the load average before it; the summary gives
+the min and median speedup. Also reported: our first (cold) epoch, cache building included.
 
     .venv/bin/python benchmarks/bench_input_pipeline.py --out /tmp/bench_input
 """
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -31,14 +37,13 @@ from torchvision import transforms as T
 from dermsynth.data.images import ImageCache
 from dermsynth.data.manifest import load_manifest
 from dermsynth.data.simulate import simulate_dataset
+from dermsynth.train.augment import AugmentedImages
 from dermsynth.train.backbones import IMAGENET_MEAN, IMAGENET_STD
 from dermsynth.train.datasets import (
-    ImageDataset,
     TransformSpec,
     class_balanced_sampler,
     normalize_batch,
     prepare_images,
-    train_transform,
 )
 
 
@@ -81,6 +86,46 @@ def epoch_rate(loader: DataLoader, finish: bool = False) -> float:
     return n / (time.perf_counter() - start)
 
 
+def side_by_side(
+    groh_set: Dataset,
+    ours_set: Dataset,
+    targets: list[int],
+    n_classes: int,
+    workers: int,
+    args: argparse.Namespace,
+) -> tuple[float, float]:
+    """Mean images/s over ``args.epochs`` epochs of each loader, Groh's first."""
+    rates = []
+    for dataset, ours in ((groh_set, False), (ours_set, True)):
+        generator = torch.Generator().manual_seed(0)
+        # One loader for all epochs, as a training loop holds it: workers start once.
+        loader = DataLoader(
+            dataset,
+            batch_size=args.batch_size,
+            sampler=class_balanced_sampler(targets, n_classes, generator),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+        rates.append(float(np.mean([epoch_rate(loader, ours) for _ in range(args.epochs)])))
+        del loader
+    return rates[0], rates[1]
+
+
+def summary(runs: list[dict[str, float]], workers: int) -> dict[str, float]:
+    """Min and median of one worker setting's repeats."""
+    rows = [r for r in runs if r["workers"] == workers]
+    speedups = [r["speedup"] for r in rows]
+    return {
+        "workers": workers,
+        "repeats": len(rows),
+        "speedup_min": min(speedups),
+        "speedup_median": round(statistics.median(speedups), 2),
+        "groh_img_s_median": round(statistics.median(r["groh_img_s"] for r in rows), 1),
+        "ours_img_s_median": round(statistics.median(r["ours_img_s"] for r in rows), 1),
+        "load_range": f"{min(r['load'] for r in rows):.2f}-{max(r['load'] for r in rows):.2f}",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_input"))
@@ -93,6 +138,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -116,51 +162,38 @@ def main() -> None:
         "mean_jpeg_kb": round(float(np.mean(sizes)) / 1024, 1),
         "longest_side": args.image_size,
         "batch_size": args.batch_size,
+        "epochs_per_rate": args.epochs,
         "simulate_s": round(simulate_s, 1),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
-        "runs": [],
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads",
     }
     cold_start = time.perf_counter()
     prepared = prepare_images(rows, cache, skip_bad=False, workers=2)
     prepare_s = time.perf_counter() - cold_start
-    for workers in args.workers:
-        generator = torch.Generator().manual_seed(0)
-
-        def loader(
-            dataset: Dataset, g: torch.Generator = generator, w: int = workers
-        ) -> DataLoader:
-            # One loader for all epochs, as a training loop holds it: workers start once.
-            sampler = class_balanced_sampler(targets, len(classes), g)
-            return DataLoader(
-                dataset,
-                batch_size=args.batch_size,
-                sampler=sampler,
-                num_workers=w,
-                persistent_workers=w > 0,
-            )
-
-        groh_loader = loader(GrohDataset(paths, targets))
-        groh = [epoch_rate(groh_loader) for _ in range(args.epochs)]
-        ours_loader = loader(
-            ImageDataset(prepared.entries, targets, train_transform(spec, to_float=False))
-        )
-        ours = [epoch_rate(ours_loader, finish=True) for _ in range(args.epochs)]
-        del groh_loader, ours_loader
-        # Cold: the first epoch of a fresh run also builds the cache (decode + resize once).
-        n = len(paths)
-        cold = n / (prepare_s + n / ours[0])
-        run = {
-            "workers": workers,
-            "groh_img_s": round(float(np.mean(groh)), 1),
-            "ours_img_s": round(float(np.mean(ours)), 1),
-            "ours_cold_epoch_img_s": round(cold, 1),
-            "speedup": round(float(np.mean(ours) / np.mean(groh)), 2),
-            "speedup_cold_epoch": round(float(cold / np.mean(groh)), 2),
-        }
-        results["runs"].append(run)  # type: ignore[union-attr]
-        print(json.dumps(run), flush=True)
+    groh_set = GrohDataset(paths, targets)
+    ours_set = AugmentedImages(prepared.entries, targets, spec)
+    runs: list[dict[str, float]] = []
+    for repeat in range(1, args.repeats + 1):
+        for workers in args.workers:
+            load = os.getloadavg()[0]
+            groh, ours = side_by_side(groh_set, ours_set, targets, len(classes), workers, args)
+            n = len(paths)
+            cold = n / (prepare_s + n / ours)  # a fresh run's first epoch also builds the cache
+            run = {
+                "repeat": repeat,
+                "workers": workers,
+                "load": round(load, 2),
+                "groh_img_s": round(groh, 1),
+                "ours_img_s": round(ours, 1),
+                "speedup": round(ours / groh, 2),
+                "ours_cold_epoch_img_s": round(cold, 1),
+            }
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+    results["runs"] = runs
+    results["summary"] = [summary(runs, w) for w in args.workers]
     results["prepare_s"] = round(prepare_s, 1)
-    results["date"] = time.strftime("%Y-%m-%d %H:%M")
+    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

@@ -30,6 +30,7 @@ from dermsynth.io import (
     clear_partials,
 )
 from dermsynth.schema import AUGMENTED, SYNTHETIC, TEST, TRAIN_SPLITS, VIEW_SET, WEIGHT
+from dermsynth.train.augment import AugmentedImages
 from dermsynth.train.backbones import backbone_info, weights_identity
 from dermsynth.train.datasets import (
     ImageDataset,
@@ -38,7 +39,6 @@ from dermsynth.train.datasets import (
     class_balanced_sampler,
     prepare_images,
     test_transform,
-    train_transform,
 )
 from dermsynth.train.features import TEST_VIEW, FeatureBatches, train_views
 from dermsynth.train.loop import Batches, Forward, LoopState, fit, make_optimizer
@@ -338,7 +338,7 @@ def _image_path_data(
     targets = [index[c] for c in fit_rows.rows["label"]]
     sampler = class_balanced_sampler(targets, len(index), generator, row_weights(fit_rows.rows))
     loader = DataLoader(
-        ImageDataset(fit_rows.entries, targets, train_transform(spec, to_float=False)),
+        AugmentedImages(fit_rows.entries, targets, spec),  # the recipe, one resampling
         batch_size=config.batch_size,
         sampler=sampler,
         num_workers=config.workers,
