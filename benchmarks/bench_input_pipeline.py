@@ -10,7 +10,7 @@ augmentation distribution on the resized-image cache (each JPEG decoded once, by
 ``prepare_images``); each item's crop, resize, rotation, flip and centre crop are one bilinear
 warp of the uint8 image (``dermsynth.train.augment``), and uint8 batches are scaled and
 normalized once per batch (counted here). Both run through a DataLoader with the same batch size
-and workers, held across epochs. Each worker setting is measured ``--repeats`` times, Groh and
+and workers, held across epochs (one untimed warm-up epoch, then ``--epochs`` timed). Each worker setting is measured ``--repeats`` times, Groh and
 ours side by side in each repeat, each row with the load average before it; the summary gives
 the min and median speedup. Also reported: our first (cold) epoch, cache building included.
 
@@ -94,7 +94,8 @@ def side_by_side(
     workers: int,
     args: argparse.Namespace,
 ) -> tuple[float, float]:
-    """Mean images/s over ``args.epochs`` epochs of each loader, Groh's first."""
+    """Mean images/s over ``args.epochs`` epochs of each loader after one untimed warm-up
+    epoch, Groh's first."""
     rates = []
     for dataset, ours in ((groh_set, False), (ours_set, True)):
         generator = torch.Generator().manual_seed(0)
@@ -106,6 +107,7 @@ def side_by_side(
             num_workers=workers,
             persistent_workers=workers > 0,
         )
+        epoch_rate(loader, ours)  # warm-up: worker start, page cache; a training run pays it once
         rates.append(float(np.mean([epoch_rate(loader, ours) for _ in range(args.epochs)])))
         del loader
     return rates[0], rates[1]

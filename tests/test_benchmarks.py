@@ -85,3 +85,28 @@ def test_feature_pass_benchmark_compares_every_variant_with_the_plain_loop(
     assert len(summary) >= 3
     # Same trunk, same images: every variant's features agree with the plain loop's.
     assert all(row["cos_min"] > 0.999 for row in summary)
+
+
+def test_input_pipeline_benchmark_runs_both_loaders_side_by_side(tmp_path: Path) -> None:
+    result = _run(
+        "bench_input_pipeline.py",
+        "--out",
+        str(tmp_path / "bench"),
+        "--scale",
+        "0.02",
+        "--image-size",
+        "160",
+        "--epochs",
+        "1",
+        "--repeats",
+        "2",
+        "--workers",
+        "0",
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert [(r["repeat"], r["workers"]) for r in results["runs"]] == [(1, 0), (2, 0)]
+    assert all(r["groh_img_s"] > 0 and r["ours_img_s"] > 0 for r in results["runs"])
+    (summary,) = results["summary"]
+    assert summary["repeats"] == 2 and summary["speedup_min"] <= summary["speedup_median"]
