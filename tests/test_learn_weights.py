@@ -229,7 +229,8 @@ def test_the_score_accuracy_depends_on_gets_the_weight(tmp_path: Path, capsys) -
     assert written["selection"]["weights"] == fit.learned
     assert SelectionConfig(weights=written["selection"]["weights"]).weights["pathology"] == 3.5
     printed = result.stdout
-    assert "learned weights from 48 runs in 8 cells: pathology 3.5" in printed
+    assert "learned weights from 48 runs in 8 cells: pathology 3.5 (coefficient +0.1" in printed
+    assert "; tone 0; similarity 0; quality 0 (scaled to the current weights' sum, 3.5)" in printed
     assert "selection:\n  weights:\n    tone: 0.0\n    pathology: 3.5" in printed
     assert "pathology" in printed and "CI above 0: earns a weight" in printed
 

@@ -410,15 +410,16 @@ def _verdict(table: pd.DataFrame, kept: bool, sizes: tuple[int, int]) -> str:
             f"{NO_SIGNAL} (no coefficient with its 95% CI above 0; {sizes[0]} runs in "
             f"{sizes[1]} cells): the current weights are kept"
         )
-    earned = table[table["weight_learned"] > 0]
+    earned = table["weight_learned"] > 0
     parts = [
         f"{r.score} {r.weight_learned:.3g} (coefficient {r.coefficient:+.4f} per SD, 95% CI "
         f"{r.ci_low:+.4f} to {r.ci_high:+.4f})"
-        for r in earned.itertuples()
+        for r in table[earned].itertuples()
     ]
+    parts += [f"{name} 0" for name in table.loc[~earned, "score"]]
     return (
-        f"learned weights from {sizes[0]} runs in {sizes[1]} cells: {'; '.join(parts)}; the "
-        f"other scores 0 (scaled to the current weights' sum, {table['weight_current'].sum():.3g})"
+        f"learned weights from {sizes[0]} runs in {sizes[1]} cells: {'; '.join(parts)} (scaled "
+        f"to the current weights' sum, {table['weight_current'].sum():.3g})"
     )
 
 
@@ -442,7 +443,8 @@ def learn_weights(study: str | Path) -> WeightFit:
     study = Path(study)
     config, runs, standard = _fit_inputs(study)
     candidates = [f"z_{s}" for s, (_, sd) in standard.items() if sd > 0]
-    used = informative_runs(runs.dropna(subset=candidates), candidates)
+    complete = runs.dropna(subset=candidates)
+    used = informative_runs(complete, candidates)
     if used.empty:
         raise DermsynthError(
             "in every cell all runs trained on the same synthetic images: nothing to learn from; "
@@ -460,11 +462,16 @@ def learn_weights(study: str | Path) -> WeightFit:
     sizes = (len(used), int(used["cell"].nunique()))
     table = _effects_table(effects, standard, current, learned, sizes)
     notes = []
-    left = runs["cell"].nunique() - sizes[1]
+    if len(complete) < len(runs):
+        notes.append(
+            f"{len(runs) - len(complete)} run(s) trained only on images without some score are "
+            "left out of the fit"
+        )
+    left = complete["cell"].nunique() - sizes[1]
     if left:
         notes.append(
-            f"{left} cell(s) ({len(runs) - len(used)} runs) where every run trained on the same "
-            "synthetic images inform no score and are left out of the fit"
+            f"{left} cell(s) ({len(complete) - len(used)} runs) where every run trained on the "
+            "same synthetic images inform no score and are left out of the fit"
         )
     return WeightFit(
         study=study,
