@@ -214,6 +214,10 @@ def test_the_score_accuracy_depends_on_gets_the_weight(tmp_path: Path, capsys) -
     # 2 directions x 2 conditions x 2 doses, both arms, 3 repeats: every cell informs the fit
     assert (fit.n_runs, fit.n_cells) == (48, 8)
     assert fit.covariance.startswith("cluster-robust by cell (8 cells")
+    assert fit.notes == [
+        "with 8 cells (fewer than 20) cluster-robust intervals tend to be too narrow: read them "
+        "as optimistic"
+    ]
     pathology = effects.loc["pathology"]
     assert pathology["ci_low"] > 0 and pathology["p"] < 0.001
     # the slope made (0.4 per unit of raw score) is per candidate SD in the fit

@@ -62,6 +62,10 @@ FIT_COLUMNS: tuple[str, ...] = (
     "weight_learned",
     "note",
 )
+CLUSTERED = "cluster-robust by cell"
+# Below about this many clusters, cluster-robust intervals run narrow (Cameron & Miller 2015,
+# "A practitioner's guide to cluster-robust inference"): the fit says so beside them.
+FEW_CELLS = 20
 # Within-cell spread below this (in standard deviations) is rounding, not different images.
 SPREAD_TOLERANCE = 1e-9
 
@@ -303,7 +307,7 @@ def _ols(runs: pd.DataFrame, columns: list[str]) -> tuple[Any, str]:
         result = model.fit(cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
         errors = result.bse[columns].to_numpy(dtype=float)
         if np.all(np.isfinite(errors)) and np.all(errors > 0):
-            return result, f"cluster-robust by cell ({n_cells} cells, t with {n_cells - 1} df)"
+            return result, f"{CLUSTERED} ({n_cells} cells, t with {n_cells - 1} df)"
     with np.errstate(divide="ignore", invalid="ignore"):
         result = model.fit(cov_type="HC3", use_t=True)
     return (
@@ -438,6 +442,31 @@ def _fit_inputs(study: Path) -> tuple[StudyConfig, pd.DataFrame, dict[str, tuple
     return config, runs, standard
 
 
+def _fit_notes(
+    n_runs: int, complete: pd.DataFrame, used: pd.DataFrame, covariance: str
+) -> list[str]:
+    """What was left out of the fit, and how far to trust its intervals."""
+    notes = []
+    if len(complete) < n_runs:
+        notes.append(
+            f"{n_runs - len(complete)} run(s) trained only on images without some score are "
+            "left out of the fit"
+        )
+    n_cells = int(used["cell"].nunique())
+    left = complete["cell"].nunique() - n_cells
+    if left:
+        notes.append(
+            f"{left} cell(s) ({len(complete) - len(used)} runs) where every run trained on the "
+            "same synthetic images inform no score and are left out of the fit"
+        )
+    if covariance.startswith(CLUSTERED) and n_cells < FEW_CELLS:
+        notes.append(
+            f"with {n_cells} cells (fewer than {FEW_CELLS}) cluster-robust intervals tend to be "
+            "too narrow: read them as optimistic"
+        )
+    return notes
+
+
 def learn_weights(study: str | Path) -> WeightFit:
     """Fit accuracy on the selection scores over a finished study's ranked and random runs."""
     study = Path(study)
@@ -461,18 +490,7 @@ def learn_weights(study: str | Path) -> WeightFit:
     learned = learned_weights(effects, current, standard)
     sizes = (len(used), int(used["cell"].nunique()))
     table = _effects_table(effects, standard, current, learned, sizes)
-    notes = []
-    if len(complete) < len(runs):
-        notes.append(
-            f"{len(runs) - len(complete)} run(s) trained only on images without some score are "
-            "left out of the fit"
-        )
-    left = complete["cell"].nunique() - sizes[1]
-    if left:
-        notes.append(
-            f"{left} cell(s) ({len(complete) - len(used)} runs) where every run trained on the "
-            "same synthetic images inform no score and are left out of the fit"
-        )
+    notes = _fit_notes(len(runs), complete, used, covariance)
     return WeightFit(
         study=study,
         effects=table,
