@@ -103,6 +103,32 @@ def run_command(
     typer.echo(f"study finished: {folder} (make the report with `dermsynth report {folder}`)")
 
 
+@app.command("learn-weights")
+def learn_weights_command(
+    study: Path = typer.Argument(..., help="A finished study folder (the --out of study run)."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Also write the selection: weights: block here (YAML)."
+    ),
+) -> None:
+    """Learn selection weights from the score-ranked and random arms of a finished study."""
+    from dermsynth.errors import DermsynthError
+    from dermsynth.io import atomic_write_text
+    from dermsynth.study.weights import learn_weights, render_fit
+
+    if fmt not in ("table", "csv", "json"):
+        raise DermsynthError(f"--format must be table, csv or json, got {fmt!r}")
+    fit = learn_weights(study)
+    if out is not None:
+        atomic_write_text(out, fit.yaml())
+    if fmt == "csv":
+        typer.echo(fit.effects.to_csv(index=False, lineterminator="\n"), nl=False)
+    elif fmt == "json":
+        typer.echo(json.dumps(fit.to_dict(), indent=2))
+    else:
+        typer.echo(render_fit(fit))
+
+
 @app.command("defaults")
 def defaults_command() -> None:
     """Print every setting of a study config with its default and meaning (commented YAML)."""
