@@ -124,9 +124,13 @@ def _accuracy_frame(rows: pd.DataFrame, sensitive: pd.Series) -> Any:
 
 
 def _group_table(
-    rows: pd.DataFrame, sensitive: pd.Series, groups: Sequence[FSTGroup], n_bins: int
+    rows: pd.DataFrame,
+    sensitive: pd.Series,
+    groups: Sequence[FSTGroup],
+    n_bins: int,
+    accuracy: Any,
 ) -> pd.DataFrame:
-    by_group = _accuracy_frame(rows, sensitive).by_group
+    by_group = accuracy.by_group
     classes = model_classes(rows)
     records = []
     for group in groups:
@@ -155,37 +159,45 @@ def _condition_table(
     from fairlearn.metrics import MetricFrame
     from sklearn.metrics import recall_score
 
-    # A group without images of the condition has no true-positive rate (NaN, not 0), and
-    # MetricFrame leaves NaN groups out of the difference.
-    tpr = partial(recall_score, zero_division=np.nan)
+    classes = model_classes(rows)
+    # A condition's recall over the model's labels is its one-vs-rest true-positive rate; one
+    # frame takes every condition at once. A group without images of the condition has no
+    # true-positive rate (NaN, not 0), and MetricFrame leaves NaN groups out of the difference.
+    frame = MetricFrame(
+        metrics={
+            condition: partial(
+                recall_score, labels=[condition], average="macro", zero_division=np.nan
+            )
+            for condition in classes
+        },
+        y_true=rows["label"].to_numpy(),
+        y_pred=rows["prediction"].to_numpy(),
+        sensitive_features=sensitive.to_numpy(),
+    )
     labels = [group_label(g) for g in groups]
+    by_group = frame.by_group.reindex(labels)
+    differences = frame.difference()
     records = []
-    for condition in model_classes(rows):
-        frame = MetricFrame(
-            metrics={"tpr": tpr},
-            y_true=(rows["label"] == condition).to_numpy(),
-            y_pred=(rows["prediction"] == condition).to_numpy(),
-            sensitive_features=sensitive.to_numpy(),
-        )
-        rates = frame.by_group["tpr"].reindex(labels)
+    for condition in classes:
+        rates = by_group[condition]
         measured = int(rates.notna().sum())
         record: dict[str, Any] = {"condition": condition}
         record.update({f"{TPR_PREFIX}{g}": float(rates[g]) for g in labels})
-        record["eo_difference"] = float(frame.difference()["tpr"]) if measured >= 2 else math.nan
+        record["eo_difference"] = float(differences[condition]) if measured >= 2 else math.nan
         record["eo_groups"] = measured
         records.append(record)
     columns = ["condition", *(f"{TPR_PREFIX}{g}" for g in labels), *EO_COLUMNS]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
-def _summary(rows: pd.DataFrame, sensitive: pd.Series, conditions: pd.DataFrame) -> dict[str, Any]:
-    frame = _accuracy_frame(rows, sensitive)
+def _summary(accuracy_frame: Any, conditions: pd.DataFrame, n_images: int) -> dict[str, Any]:
+    frame = accuracy_frame
     accuracy = frame.by_group["accuracy"].dropna()
     compared = len(accuracy) >= 2
     eo = conditions.dropna(subset=["eo_difference"])
     worst_eo = eo.iloc[int(np.argmax(eo["eo_difference"].to_numpy()))] if len(eo) else None
     return {
-        "n_images": len(rows),
+        "n_images": n_images,
         "worst_group": str(accuracy.idxmin()) if len(accuracy) else None,
         "worst_accuracy": float(accuracy.min()) if len(accuracy) else math.nan,
         "best_group": str(accuracy.idxmax()) if len(accuracy) else None,
@@ -225,8 +237,10 @@ def fairness_report(
     rows.attrs = dict(preds.attrs)
     in_groups = sensitive[kept]
     conditions = _condition_table(rows, in_groups, groups)
+    # One accuracy frame serves the per-group table and the headline numbers.
+    accuracy = _accuracy_frame(rows, in_groups)
     return Fairness(
-        groups=_group_table(rows, in_groups, groups, n_bins),
+        groups=_group_table(rows, in_groups, groups, n_bins, accuracy),
         conditions=conditions,
-        summary=_summary(rows, in_groups, conditions),
+        summary=_summary(accuracy, conditions, len(rows)),
     )
