@@ -160,29 +160,28 @@ def _condition_table(
     from sklearn.metrics import recall_score
 
     classes = model_classes(rows)
-    # A condition's recall over the model's labels is its one-vs-rest true-positive rate; one
-    # frame takes every condition at once. A group without images of the condition has no
-    # true-positive rate (NaN, not 0), and MetricFrame leaves NaN groups out of the difference.
+    # Recall per label over the model's labels is each condition's one-vs-rest true-positive
+    # rate: one scikit-learn call per group gives every condition's. A group without images of
+    # a condition has no true-positive rate (NaN, not 0).
     frame = MetricFrame(
-        metrics={
-            condition: partial(
-                recall_score, labels=[condition], average="macro", zero_division=np.nan
-            )
-            for condition in classes
-        },
+        metrics={"tpr": partial(recall_score, labels=classes, average=None, zero_division=np.nan)},
         y_true=rows["label"].to_numpy(),
         y_pred=rows["prediction"].to_numpy(),
         sensitive_features=sensitive.to_numpy(),
     )
+    per_group = frame.by_group["tpr"]
+    rates = pd.DataFrame(np.vstack(per_group.to_numpy()), index=per_group.index, columns=classes)
+    # MetricFrame.difference() takes scalar metrics only; this is its between-groups difference
+    # (largest minus smallest rate, NaN groups left out) for every condition at once.
+    differences = rates.max() - rates.min()
     labels = [group_label(g) for g in groups]
-    by_group = frame.by_group.reindex(labels)
-    differences = frame.difference()
+    rates = rates.reindex(labels)
     records = []
     for condition in classes:
-        rates = by_group[condition]
-        measured = int(rates.notna().sum())
+        of_condition = rates[condition]
+        measured = int(of_condition.notna().sum())
         record: dict[str, Any] = {"condition": condition}
-        record.update({f"{TPR_PREFIX}{g}": float(rates[g]) for g in labels})
+        record.update({f"{TPR_PREFIX}{g}": float(of_condition[g]) for g in labels})
         record["eo_difference"] = float(differences[condition]) if measured >= 2 else math.nan
         record["eo_groups"] = measured
         records.append(record)
