@@ -238,6 +238,10 @@ def test_cli_train_and_predict_with_the_recipe(data: Path, tmp_path: Path, run_c
         "64",
         "--batch-size",
         "12",
+        # Two views per training image (the default is 8): the command's outputs, not how well
+        # the model learns, are checked here.
+        "--views",
+        "2",
         "--no-progress",
         "--classes",
         "scc,nd,psoriasis",

@@ -124,9 +124,13 @@ def _accuracy_frame(rows: pd.DataFrame, sensitive: pd.Series) -> Any:
 
 
 def _group_table(
-    rows: pd.DataFrame, sensitive: pd.Series, groups: Sequence[FSTGroup], n_bins: int
+    rows: pd.DataFrame,
+    sensitive: pd.Series,
+    groups: Sequence[FSTGroup],
+    n_bins: int,
+    accuracy: Any,
 ) -> pd.DataFrame:
-    by_group = _accuracy_frame(rows, sensitive).by_group
+    by_group = accuracy.by_group
     classes = model_classes(rows)
     records = []
     for group in groups:
@@ -155,37 +159,44 @@ def _condition_table(
     from fairlearn.metrics import MetricFrame
     from sklearn.metrics import recall_score
 
-    # A group without images of the condition has no true-positive rate (NaN, not 0), and
-    # MetricFrame leaves NaN groups out of the difference.
-    tpr = partial(recall_score, zero_division=np.nan)
+    classes = model_classes(rows)
+    # Recall per label over the model's labels is each condition's one-vs-rest true-positive
+    # rate: one scikit-learn call per group gives every condition's. A group without images of
+    # a condition has no true-positive rate (NaN, not 0).
+    frame = MetricFrame(
+        metrics={"tpr": partial(recall_score, labels=classes, average=None, zero_division=np.nan)},
+        y_true=rows["label"].to_numpy(),
+        y_pred=rows["prediction"].to_numpy(),
+        sensitive_features=sensitive.to_numpy(),
+    )
+    per_group = frame.by_group["tpr"]
+    rates = pd.DataFrame(np.vstack(per_group.to_numpy()), index=per_group.index, columns=classes)
+    # MetricFrame.difference() takes scalar metrics only; this is its between-groups difference
+    # (largest minus smallest rate, NaN groups left out) for every condition at once.
+    differences = rates.max() - rates.min()
     labels = [group_label(g) for g in groups]
+    rates = rates.reindex(labels)
     records = []
-    for condition in model_classes(rows):
-        frame = MetricFrame(
-            metrics={"tpr": tpr},
-            y_true=(rows["label"] == condition).to_numpy(),
-            y_pred=(rows["prediction"] == condition).to_numpy(),
-            sensitive_features=sensitive.to_numpy(),
-        )
-        rates = frame.by_group["tpr"].reindex(labels)
-        measured = int(rates.notna().sum())
+    for condition in classes:
+        of_condition = rates[condition]
+        measured = int(of_condition.notna().sum())
         record: dict[str, Any] = {"condition": condition}
-        record.update({f"{TPR_PREFIX}{g}": float(rates[g]) for g in labels})
-        record["eo_difference"] = float(frame.difference()["tpr"]) if measured >= 2 else math.nan
+        record.update({f"{TPR_PREFIX}{g}": float(of_condition[g]) for g in labels})
+        record["eo_difference"] = float(differences[condition]) if measured >= 2 else math.nan
         record["eo_groups"] = measured
         records.append(record)
     columns = ["condition", *(f"{TPR_PREFIX}{g}" for g in labels), *EO_COLUMNS]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
-def _summary(rows: pd.DataFrame, sensitive: pd.Series, conditions: pd.DataFrame) -> dict[str, Any]:
-    frame = _accuracy_frame(rows, sensitive)
+def _summary(accuracy_frame: Any, conditions: pd.DataFrame, n_images: int) -> dict[str, Any]:
+    frame = accuracy_frame
     accuracy = frame.by_group["accuracy"].dropna()
     compared = len(accuracy) >= 2
     eo = conditions.dropna(subset=["eo_difference"])
     worst_eo = eo.iloc[int(np.argmax(eo["eo_difference"].to_numpy()))] if len(eo) else None
     return {
-        "n_images": len(rows),
+        "n_images": n_images,
         "worst_group": str(accuracy.idxmin()) if len(accuracy) else None,
         "worst_accuracy": float(accuracy.min()) if len(accuracy) else math.nan,
         "best_group": str(accuracy.idxmax()) if len(accuracy) else None,
@@ -225,8 +236,10 @@ def fairness_report(
     rows.attrs = dict(preds.attrs)
     in_groups = sensitive[kept]
     conditions = _condition_table(rows, in_groups, groups)
+    # One accuracy frame serves the per-group table and the headline numbers.
+    accuracy = _accuracy_frame(rows, in_groups)
     return Fairness(
-        groups=_group_table(rows, in_groups, groups, n_bins),
+        groups=_group_table(rows, in_groups, groups, n_bins, accuracy),
         conditions=conditions,
-        summary=_summary(rows, in_groups, conditions),
+        summary=_summary(accuracy, conditions, len(rows)),
     )

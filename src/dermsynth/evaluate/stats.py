@@ -20,8 +20,10 @@ Many such comparisons (conditions x groups x arms x doses) make a family; ``adju
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -302,6 +304,23 @@ def hierarchical_compare(
 # --------------------------------------------------------------------------- multiplicity
 
 
+@contextmanager
+def _older_objects_frozen() -> Iterator[None]:
+    """Keep the objects that exist now out of any garbage collection run inside the block."""
+    # statsmodels' Holm step ends in gc.collect(): a full pass over every live object, a few
+    # tenths of a second once torch and diffusers are loaded, paid per family corrected. Frozen
+    # objects are skipped by that pass and rejoin the oldest generation after it; no number
+    # changes. A process that froze objects itself keeps its own freeze untouched.
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _multipletests(p: Sequence[float], method: str, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """statsmodels' ``multipletests`` over the finite p-values; NaN p stays NaN, never rejected."""
     from statsmodels.stats.multitest import multipletests
@@ -318,7 +337,8 @@ def _multipletests(p: Sequence[float], method: str, alpha: float) -> tuple[np.nd
     reject = np.zeros(values.shape, dtype=bool)
     if finite.any():
         # A NaN is a test that could not be run (an empty cell): it is not part of the family.
-        rejected, corrected, _, _ = multipletests(values[finite], alpha=alpha, method=method)
+        with _older_objects_frozen():
+            rejected, corrected, _, _ = multipletests(values[finite], alpha=alpha, method=method)
         adjusted[finite] = corrected
         reject[finite] = rejected
     return reject, adjusted
