@@ -37,6 +37,19 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
 
 
 @pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray instance (2 CPUs) for every test that runs an executor on Ray.
+
+    The executors use a running instance as they find it (and leave it running), so the tests
+    share one start-up and its worker processes instead of paying for them each.
+    """
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def f17k_csv() -> Path:
     """The real Fitzpatrick 17k table from ../shared/data; skipped where it is absent."""
     if not SHARED_F17K.exists():

@@ -13,7 +13,7 @@ pytest.importorskip("ray")
 
 
 @pytest.mark.slow
-def test_ray_shards_seeds_and_merges_the_manifests(tmp_path, run_cli):
+def test_ray_shards_seeds_and_merges_the_manifests(tmp_path, run_cli, local_ray):
     rows = []
     for i in range(3):
         path = tmp_path / f"s{i}.png"
