@@ -170,6 +170,39 @@ def test_resume_continues_to_the_weights_of_an_uninterrupted_run(tmp_path, tiny_
     assert read_record(resumed)["loss_curve"] == read_record(whole)["loss_curve"]
 
 
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, tiny_data, monkeypatch):
+    csv = tmp_path / "manifest.csv"
+    tiny_data.to_csv(csv, index=False)
+    config = DemoTrainConfig(
+        resolution=16, block_out_channels=(16, 32), steps=20, batch_size=4, learning_rate=3e-3
+    )
+    calls = {"n": 0}
+    real_loss = torch.nn.functional.mse_loss
+
+    def nan_from_step_7(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] >= 7 else loss
+
+    steps_applied = {"n": 0}
+    real_step = torch.optim.AdamW.step
+
+    def counted_step(self, *args, **kwargs):
+        steps_applied["n"] += 1
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", nan_from_step_7)
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted_step)
+    with pytest.raises(DermsynthError, match=r"diverged at step 7 of 20 .*--learning-rate"):
+        train_demo_generator(csv, tmp_path / "model", config, checkpoint_every=5, progress=False)
+    assert calls["n"] == 7, "it stops at the first non-finite loss, not thousands of steps on"
+    assert steps_applied["n"] == 6, "the non-finite step is never applied"
+    assert not (tmp_path / "model").exists(), "no model of NaN weights is written"
+    state = torch.load(tmp_path / ".model.partial" / "checkpoint.pt", weights_only=False)
+    assert state["trainer"]["step"] == 5
+    assert all(torch.isfinite(w).all() for w in state["trainer"]["unet"].values())
+
+
 def test_shipped_model_makes_64px_images_of_every_condition_on_every_type(shipped):
     size = sum(p.stat().st_size for p in SHIPPED_MODEL.rglob("*") if p.is_file())
     assert size < 15 * 1024 * 1024

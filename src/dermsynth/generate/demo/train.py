@@ -268,6 +268,15 @@ class _Trainer:
         loss = torch.nn.functional.mse_loss(
             torch.nn.functional.pixel_shuffle(predicted, c.patch_size), target
         )
+        if not torch.isfinite(loss):
+            # Stop before the step is applied: a diverged run would otherwise go on for
+            # thousands of steps and write a model of NaN weights (the checkpoints before this
+            # step are intact, but the same settings diverge again at the same step).
+            raise DermsynthError(
+                f"training diverged at step {self.step + 1} of {c.steps} (loss "
+                f"{float(loss.detach())}); lower --learning-rate (now {c.learning_rate}) and "
+                "train again"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
