@@ -1,0 +1,206 @@
+"""Measure a demo generator's synthetic images against held-out simulated images (issue: item 2).
+
+Two workloads, both scored with ``dermsynth evaluate synthetic`` on the augmented conditions'
+target groups (FST I-II and V-VI of psoriasis, squamous cell carcinoma and neutrophilic
+dermatoses):
+
+* ``demo``: what ``dermsynth demo`` makes: its own simulated data (``scale=0.5, random_seed=0``),
+  ``dermsynth data plan`` for both directions with 8 seeds per condition, 8 img2img candidates per
+  seed (384 images, 64 per cell). Its numbers mix the generator with the 8 seeds it varies.
+* ``many``: one variation each of 64 distinct seeds per cell, drawn from a simulation of its own
+  (``random_seed=4040``): the generator, not the seed sample, sets these numbers.
+
+Controls, scored the same way (``--controls``): each workload's seeds themselves (the centre
+square of the original image, which ``generate`` crops and varies), shrunk to the model's
+resolution and at full size (256 px), given as if they were the synthetic images (what a
+generator that returned its seed unchanged would score; their copy rate is 1 by construction).
+
+The real reference never meets the demo's test images: its own draw
+(``simulate_dataset(scale=1.0, random_seed=2026, cells=the 12 target cells, id_prefix="heldout-")``);
+the demo's test images enter only as ``--test`` (copy distances). Everything is cached in
+``--work``; ``--dermsynth`` runs the generation with another install's CLI (to measure an older
+model with the code it shipped with; evaluation always uses this one).
+
+    PYTHONPATH=src python benchmarks/bench_demo_quality.py --work /tmp/dq --out /tmp/dq/shipped \
+        --workload demo --workload many --controls
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from dermsynth.config import DemoGenerator
+from dermsynth.data.manifest import load_manifest
+from dermsynth.data.simulate import simulate_dataset
+from dermsynth.generate.seeds import square_around
+
+AUGMENTED = ("psoriasis", "squamous cell carcinoma", "neutrophilic dermatoses")
+CONDITIONS = (
+    "basal cell carcinoma,folliculitis,nematode infection,neutrophilic dermatoses,"
+    "prurigo nodularis,psoriasis,squamous cell carcinoma"
+)
+DIRECTIONS = {"12": ("1,2", "3,4", "5,6"), "56": ("5,6", "1,2", "3,4")}
+TARGET_GROUPS = ((1, 2), (5, 6))
+DEMO = DemoGenerator()
+COLUMNS = [
+    "condition",
+    "fst_group",
+    "n_synthetic",
+    "n_real",
+    "kid",
+    "kid_std",
+    "cas",
+    "cas_low",
+    "cas_high",
+    "cas_real",
+    "copy_rate",
+    "diversity_ratio",
+    "ita_wasserstein",
+]
+
+
+def cli(*args: str | Path, exe: str | None = None) -> None:
+    """Run a dermsynth command (this install's, or ``exe``); stop with its message on failure."""
+    command = [exe] if exe else [sys.executable, "-c", "from dermsynth.cli import main; main()"]
+    done = subprocess.run([*command, *map(str, args)], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(map(str, args[:2]))} failed: {done.stderr.strip()[-800:]}")
+
+
+def simulated(folder: Path, **kwargs: object) -> Path:
+    csv = folder / "fitzpatrick17k_simulated.csv"
+    return csv if csv.exists() else simulate_dataset(folder, progress=False, **kwargs)
+
+
+def target_cells() -> list[tuple[str, int]]:
+    return [(c, f) for c in AUGMENTED for g in TARGET_GROUPS for f in g]
+
+
+def prepare(work: Path) -> dict[str, Path]:
+    """The demo's data and plans, the many-seeds table, the held-out reference and test set."""
+    data = simulated(work / "data", scale=0.5, random_seed=0, image_size=256)
+    for name, (train, test1, test2) in DIRECTIONS.items():
+        plan = work / f"plan{name}.csv"
+        if not plan.exists():
+            augment = [a for c in AUGMENTED for a in ("--augment", c)]
+            cli("data", "plan", "--csv", data, "--conditions", CONDITIONS, "--train-fst", train,
+                "--test-fst", test1, "--test-fst", test2, *augment, "--seeds-per-condition", "8",
+                "--out", plan)  # fmt: skip
+    test = work / "test.csv"
+    if not test.exists():
+        plans = [load_manifest(work / f"plan{n}.csv") for n in DIRECTIONS]
+        rows = pd.concat([p[p["split"] == "test"] for p in plans]).drop_duplicates("image_id")
+        rows.to_csv(test, index=False)
+    heldout = simulated(work / "heldout", scale=1.0, random_seed=2026, image_size=256,
+                        cells=target_cells(), id_prefix="heldout-")  # fmt: skip
+    many = work / "manyseeds.csv"
+    if not many.exists():
+        draw = load_manifest(simulated(work / "seeds3", scale=2.0, random_seed=4040,
+                                       image_size=256, cells=target_cells(), id_prefix="s3-"))  # fmt: skip
+        picks = [
+            draw[(draw["label"] == c) & draw["fst"].astype(int).isin(g)]
+            .sort_values("image_id")
+            .sample(n=64, random_state=0)
+            for c in AUGMENTED
+            for g in TARGET_GROUPS
+        ]
+        pd.concat(picks)[["image_id", "path", "label", "fst"]].to_csv(many, index=False)
+    return {"test": test, "heldout": heldout, "many": many}
+
+
+def generate(workload: str, work: Path, out: Path, args: argparse.Namespace) -> Path:
+    """The workload's candidates (one manifest)."""
+    settings = ["--backend", "demo", "--mode", "img2img", "--steps", str(args.steps),
+                "--strength", str(args.strength), "--guidance", str(args.guidance),
+                "--no-progress"] + (["--model", args.model] if args.model else [])  # fmt: skip
+    if workload == "demo":
+        jobs = [(work / f"plan{n}.csv", out / f"gen{n}", "8") for n in DIRECTIONS]
+    else:
+        jobs = [(work / "manyseeds.csv", out / "gen", "1")]
+    for seeds, folder, n in jobs:
+        cli("generate", "--seeds", seeds, "--n", n, "--out", folder, *settings, exe=args.dermsynth)
+    candidates = out / "candidates.csv"
+    pd.concat([load_manifest(folder / "manifest.csv") for _, folder, _ in jobs]).to_csv(
+        candidates, index=False
+    )
+    return candidates
+
+
+def seed_copies(candidates: Path, seeds: list[Path], out: Path, side: int | None) -> Path:
+    """Control: each candidate replaced by its seed's centre square (the crop ``generate``
+    varies, taken from the original image), shrunk to ``side`` px or at full size."""
+    frame = pd.read_csv(candidates, dtype=str, keep_default_na=False)
+    originals = pd.concat([load_manifest(s) for s in seeds]).drop_duplicates("image_id")
+    source = dict(zip(originals["image_id"], originals["path"], strict=True))
+    folder = out / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image_id, parent in zip(frame["image_id"], frame["parent_id"], strict=True):
+        path = folder / f"{image_id}.png"
+        with Image.open(source[parent]) as handle:
+            image = handle.convert("RGB")
+        image = image.crop(square_around(None, image.size, 1.0))
+        if side:
+            image = image.resize((side, side), Image.Resampling.LANCZOS)
+        image.save(path)
+        paths.append(str(path))
+    frame["path"] = paths
+    frame.to_csv(out / "candidates.csv", index=False)
+    return out / "candidates.csv"
+
+
+def evaluate(candidates: Path, inputs: dict[str, Path], out: Path) -> pd.DataFrame:
+    """``dermsynth evaluate synthetic`` of the target groups against the held-out reference."""
+    table = out / "quality.csv"
+    cli("evaluate", "synthetic", "--candidates", candidates, "--real", inputs["heldout"],
+        "--test", inputs["test"], "--groups", "1-2,5-6", "--format", "csv",
+        "--out", out / "eval")  # fmt: skip
+    shutil.copyfile(out / "eval" / "synthetic_quality.csv", table)
+    frame = pd.read_csv(table)
+    return frame[[c for c in COLUMNS if c in frame.columns]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="cache of data and plans")
+    parser.add_argument("--out", type=Path, required=True, help="folder of this measurement")
+    parser.add_argument("--model", default="", help="demo model folder (default: shipped)")
+    parser.add_argument("--dermsynth", default=None, help="another install's dermsynth CLI")
+    parser.add_argument("--workload", action="append", choices=("demo", "many"))
+    parser.add_argument("--controls", action="store_true", help="also score the seed copies")
+    parser.add_argument("--resolution", type=int, default=64, help="side of the shrunk copies")
+    parser.add_argument("--steps", type=int, default=DEMO.steps)
+    parser.add_argument("--strength", type=float, default=DEMO.effective_strength)
+    parser.add_argument("--guidance", type=float, default=DEMO.guidance)
+    args = parser.parse_args()
+    inputs = prepare(args.work)
+    pd.set_option("display.width", 200)
+    seed_tables = {
+        "demo": [args.work / f"plan{n}.csv" for n in DIRECTIONS],
+        "many": [inputs["many"]],
+    }
+    for workload in args.workload or ["demo"]:
+        out = args.out / workload
+        candidates = generate(workload, args.work, out, args)
+        runs = {"generator": candidates}
+        if args.controls:
+            for side in (args.resolution, None):
+                name = f"seed copies at {side} px" if side else "seed copies, full size"
+                folder = out / name.replace(",", "").replace(" ", "_")
+                runs[name] = seed_copies(candidates, seed_tables[workload], folder, side)
+        for name, path in runs.items():
+            table = evaluate(path, inputs, path.parent if name != "generator" else out)
+            print(f"== {workload} workload, {name} (load {os.getloadavg()[0]:.1f})")
+            print(table.round(3).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
