@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,34 +36,30 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from dermsynth.config import DemoGenerator
+from dermsynth.config import load_config
 from dermsynth.data.manifest import load_manifest
 from dermsynth.data.simulate import simulate_dataset
+from dermsynth.demo import DEMO_CONFIG, DEMO_IMAGE_SIZE, DEMO_SCALE
+from dermsynth.evaluate.synthetic import TABLE_COLUMNS, TABLE_FILE
 from dermsynth.generate.seeds import square_around
+from dermsynth.study.grid import directions_of
 
-AUGMENTED = ("psoriasis", "squamous cell carcinoma", "neutrophilic dermatoses")
-CONDITIONS = (
-    "basal cell carcinoma,folliculitis,nematode infection,neutrophilic dermatoses,"
-    "prurigo nodularis,psoriasis,squamous cell carcinoma"
+DEMO = load_config(DEMO_CONFIG)  # conditions, directions, seeds and sampler: the demo's own
+AUGMENTED = tuple(DEMO.augmented)
+TARGET_GROUPS = tuple(sorted(tuple(d.seed_group) for d in directions_of(DEMO)))
+SHOWN = frozenset(
+    {"condition", "fst_group", "n_synthetic", "n_real", "kid", "kid_std", "cas", "cas_low"}
+    | {"cas_high", "cas_real", "copy_rate", "diversity_ratio", "ita_wasserstein"}
 )
-DIRECTIONS = {"12": ("1,2", "3,4", "5,6"), "56": ("5,6", "1,2", "3,4")}
-TARGET_GROUPS = ((1, 2), (5, 6))
-DEMO = DemoGenerator()
-COLUMNS = [
-    "condition",
-    "fst_group",
-    "n_synthetic",
-    "n_real",
-    "kid",
-    "kid_std",
-    "cas",
-    "cas_low",
-    "cas_high",
-    "cas_real",
-    "copy_rate",
-    "diversity_ratio",
-    "ita_wasserstein",
-]
+
+
+def _types(group: list[int]) -> str:
+    return ",".join(map(str, group))
+
+
+def plan_name(train: list[int]) -> str:
+    """The cached plan of the direction trained on ``train`` (plan12.csv, plan56.csv)."""
+    return f"plan{train[0]}{train[-1]}.csv"
 
 
 def cli(*args: str | Path, exe: str | None = None) -> None:
@@ -86,17 +81,18 @@ def target_cells() -> list[tuple[str, int]]:
 
 def prepare(work: Path) -> dict[str, Path]:
     """The demo's data and plans, the many-seeds table, the held-out reference and test set."""
-    data = simulated(work / "data", scale=0.5, random_seed=0, image_size=256)
-    for name, (train, test1, test2) in DIRECTIONS.items():
-        plan = work / f"plan{name}.csv"
+    data = simulated(work / "data", scale=DEMO_SCALE, random_seed=0, image_size=DEMO_IMAGE_SIZE)
+    for direction in DEMO.directions:
+        plan = work / plan_name(direction.train)
         if not plan.exists():
             augment = [a for c in AUGMENTED for a in ("--augment", c)]
-            cli("data", "plan", "--csv", data, "--conditions", CONDITIONS, "--train-fst", train,
-                "--test-fst", test1, "--test-fst", test2, *augment, "--seeds-per-condition", "8",
-                "--out", plan)  # fmt: skip
+            tests = [a for t in direction.test for a in ("--test-fst", _types(t))]
+            cli("data", "plan", "--csv", data, "--conditions", ",".join(DEMO.conditions),
+                "--train-fst", _types(direction.train), *tests, *augment,
+                "--seeds-per-condition", str(DEMO.seeds_per_group), "--out", plan)  # fmt: skip
     test = work / "test.csv"
     if not test.exists():
-        plans = [load_manifest(work / f"plan{n}.csv") for n in DIRECTIONS]
+        plans = [load_manifest(p) for p in plan_paths(work)]
         rows = pd.concat([p[p["split"] == "test"] for p in plans]).drop_duplicates("image_id")
         rows.to_csv(test, index=False)
     heldout = simulated(work / "heldout", scale=1.0, random_seed=2026, image_size=256,
@@ -116,13 +112,18 @@ def prepare(work: Path) -> dict[str, Path]:
     return {"test": test, "heldout": heldout, "many": many}
 
 
+def plan_paths(work: Path) -> list[Path]:
+    return [work / plan_name(d.train) for d in DEMO.directions]
+
+
 def generate(workload: str, work: Path, out: Path, args: argparse.Namespace) -> Path:
     """The workload's candidates (one manifest)."""
     settings = ["--backend", "demo", "--mode", "img2img", "--steps", str(args.steps),
                 "--strength", str(args.strength), "--guidance", str(args.guidance),
                 "--no-progress"] + (["--model", args.model] if args.model else [])  # fmt: skip
     if workload == "demo":
-        jobs = [(work / f"plan{n}.csv", out / f"gen{n}", "8") for n in DIRECTIONS]
+        per_seed = str(DEMO.candidates_per_seed)
+        jobs = [(p, out / p.stem.replace("plan", "gen"), per_seed) for p in plan_paths(work)]
     else:
         jobs = [(work / "manyseeds.csv", out / "gen", "1")]
     for seeds, folder, n in jobs:
@@ -159,13 +160,11 @@ def seed_copies(candidates: Path, seeds: list[Path], out: Path, side: int | None
 
 def evaluate(candidates: Path, inputs: dict[str, Path], out: Path) -> pd.DataFrame:
     """``dermsynth evaluate synthetic`` of the target groups against the held-out reference."""
-    table = out / "quality.csv"
     cli("evaluate", "synthetic", "--candidates", candidates, "--real", inputs["heldout"],
         "--test", inputs["test"], "--groups", "1-2,5-6", "--format", "csv",
         "--out", out / "eval")  # fmt: skip
-    shutil.copyfile(out / "eval" / "synthetic_quality.csv", table)
-    frame = pd.read_csv(table)
-    return frame[[c for c in COLUMNS if c in frame.columns]]
+    frame = pd.read_csv(out / "eval" / TABLE_FILE)
+    return frame[[c for c in TABLE_COLUMNS if c in SHOWN]]
 
 
 def main() -> None:
@@ -177,14 +176,14 @@ def main() -> None:
     parser.add_argument("--workload", action="append", choices=("demo", "many"))
     parser.add_argument("--controls", action="store_true", help="also score the seed copies")
     parser.add_argument("--resolution", type=int, default=64, help="side of the shrunk copies")
-    parser.add_argument("--steps", type=int, default=DEMO.steps)
-    parser.add_argument("--strength", type=float, default=DEMO.effective_strength)
-    parser.add_argument("--guidance", type=float, default=DEMO.guidance)
+    parser.add_argument("--steps", type=int, default=DEMO.generator.steps)
+    parser.add_argument("--strength", type=float, default=DEMO.generator.effective_strength)
+    parser.add_argument("--guidance", type=float, default=DEMO.generator.guidance)
     args = parser.parse_args()
     inputs = prepare(args.work)
     pd.set_option("display.width", 200)
     seed_tables = {
-        "demo": [args.work / f"plan{n}.csv" for n in DIRECTIONS],
+        "demo": plan_paths(args.work),
         "many": [inputs["many"]],
     }
     for workload in args.workload or ["demo"]:
