@@ -268,14 +268,14 @@ class _Trainer:
         loss = torch.nn.functional.mse_loss(
             torch.nn.functional.pixel_shuffle(predicted, c.patch_size), target
         )
-        if not torch.isfinite(loss):
+        value = float(loss.item())
+        if not math.isfinite(value):
             # Stop before the step is applied: a diverged run would otherwise go on for
             # thousands of steps and write a model of NaN weights (the checkpoints before this
             # step are intact, but the same settings diverge again at the same step).
             raise DermsynthError(
-                f"training diverged at step {self.step + 1} of {c.steps} (loss "
-                f"{float(loss.detach())}); lower --learning-rate (now {c.learning_rate}) and "
-                "train again"
+                f"training diverged at step {self.step + 1} of {c.steps} (loss {value}); lower "
+                f"--learning-rate (now {c.learning_rate}) and train again"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,7 +284,7 @@ class _Trainer:
         self.lr.step()
         self.ema.step(self.params)
         self.step += 1
-        self.losses.append(float(loss.item()))
+        self.losses.append(value)
         return self.losses[-1]
 
     def averaged_pipeline(self) -> DemoPipeline:
