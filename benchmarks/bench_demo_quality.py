@@ -19,7 +19,9 @@ The real reference never meets the demo's test images: its own draw
 (``simulate_dataset(scale=1.0, random_seed=2026, cells=the 12 target cells, id_prefix="heldout-")``);
 the demo's test images enter only as ``--test`` (copy distances). Everything is cached in
 ``--work``; ``--dermsynth`` runs the generation with another install's CLI (to measure an older
-model with the code it shipped with; evaluation always uses this one).
+model with the code it shipped with; evaluation always uses this one). ``--steps``,
+``--strength``, ``--guidance`` and ``--scheduler`` (one of ``generate --scheduler``) default to
+the demo's.
 
     PYTHONPATH=src python benchmarks/bench_demo_quality.py --work /tmp/dq --out /tmp/dq/shipped \
         --workload demo --workload many --controls
@@ -120,7 +122,8 @@ def generate(workload: str, work: Path, out: Path, args: argparse.Namespace) -> 
     """The workload's candidates (one manifest)."""
     settings = ["--backend", "demo", "--mode", "img2img", "--steps", str(args.steps),
                 "--strength", str(args.strength), "--guidance", str(args.guidance),
-                "--no-progress"] + (["--model", args.model] if args.model else [])  # fmt: skip
+                "--scheduler", args.scheduler, "--no-progress",
+                *(["--model", args.model] if args.model else [])]  # fmt: skip
     if workload == "demo":
         per_seed = str(DEMO.candidates_per_seed)
         jobs = [(p, out / p.stem.replace("plan", "gen"), per_seed) for p in plan_paths(work)]
@@ -179,6 +182,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=DEMO.generator.steps)
     parser.add_argument("--strength", type=float, default=DEMO.generator.effective_strength)
     parser.add_argument("--guidance", type=float, default=DEMO.generator.guidance)
+    parser.add_argument("--scheduler", default=DEMO.generator.scheduler)
     args = parser.parse_args()
     inputs = prepare(args.work)
     pd.set_option("display.width", 200)
