@@ -22,6 +22,9 @@ the demo's test images enter only as ``--test`` (copy distances). Everything is 
 model with the code it shipped with; evaluation always uses this one). ``--steps``,
 ``--strength``, ``--guidance`` and ``--scheduler`` (one of ``generate --scheduler``) default to
 the demo's.
+``--replicate k`` (k > 0) scores the many-seeds workload on fresh draws of its seeds and of the
+held-out reference (random seeds 4040 + k, 2026 + k): a sampler setting or model chosen on the
+default draws is confirmed on draws it was not chosen on.
 
     PYTHONPATH=src python benchmarks/bench_demo_quality.py --work /tmp/dq --out /tmp/dq/shipped \
         --workload demo --workload many --controls
@@ -81,8 +84,14 @@ def target_cells() -> list[tuple[str, int]]:
     return [(c, f) for c in AUGMENTED for g in TARGET_GROUPS for f in g]
 
 
-def prepare(work: Path) -> dict[str, Path]:
-    """The demo's data and plans, the many-seeds table, the held-out reference and test set."""
+def prepare(work: Path, replicate: int = 0) -> dict[str, Path]:
+    """The demo's data and plans, the many-seeds table, the held-out reference and test set.
+
+    ``replicate`` > 0 draws the many-seeds workload and the held-out reference afresh (random
+    seeds 4040 + k and 2026 + k): a setting chosen on replicate 0 is confirmed on draws it
+    was not chosen on.
+    """
+    tag = f"-r{replicate}" if replicate else ""
     data = simulated(work / "data", scale=DEMO_SCALE, random_seed=0, image_size=DEMO_IMAGE_SIZE)
     for direction in DEMO.directions:
         plan = work / plan_name(direction.train)
@@ -97,12 +106,13 @@ def prepare(work: Path) -> dict[str, Path]:
         plans = [load_manifest(p) for p in plan_paths(work)]
         rows = pd.concat([p[p["split"] == "test"] for p in plans]).drop_duplicates("image_id")
         rows.to_csv(test, index=False)
-    heldout = simulated(work / "heldout", scale=1.0, random_seed=2026, image_size=256,
-                        cells=target_cells(), id_prefix="heldout-")  # fmt: skip
-    many = work / "manyseeds.csv"
+    heldout = simulated(work / f"heldout{tag}", scale=1.0, random_seed=2026 + replicate,
+                        image_size=256, cells=target_cells(), id_prefix="heldout-")  # fmt: skip
+    many = work / f"manyseeds{tag}.csv"
     if not many.exists():
-        draw = load_manifest(simulated(work / "seeds3", scale=2.0, random_seed=4040,
-                                       image_size=256, cells=target_cells(), id_prefix="s3-"))  # fmt: skip
+        draw = load_manifest(simulated(work / f"seeds3{tag}", scale=2.0,
+                                       random_seed=4040 + replicate, image_size=256,
+                                       cells=target_cells(), id_prefix="s3-"))  # fmt: skip
         picks = [
             draw[(draw["label"] == c) & draw["fst"].astype(int).isin(g)]
             .sort_values("image_id")
@@ -183,8 +193,13 @@ def main() -> None:
     parser.add_argument("--strength", type=float, default=DEMO.generator.effective_strength)
     parser.add_argument("--guidance", type=float, default=DEMO.generator.guidance)
     parser.add_argument("--scheduler", default=DEMO.generator.scheduler)
+    parser.add_argument(
+        "--replicate", type=int, default=0, help="k > 0: fresh many-seeds and reference draws"
+    )
     args = parser.parse_args()
-    inputs = prepare(args.work)
+    if args.replicate < 0:
+        parser.error("--replicate must be >= 0")
+    inputs = prepare(args.work, args.replicate)
     pd.set_option("display.width", 200)
     seed_tables = {
         "demo": plan_paths(args.work),
