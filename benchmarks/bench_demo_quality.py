@@ -70,7 +70,10 @@ def plan_name(train: list[int]) -> str:
 def cli(*args: str | Path, exe: str | None = None) -> None:
     """Run a dermsynth command (this install's, or ``exe``); stop with its message on failure."""
     command = [exe] if exe else [sys.executable, "-c", "from dermsynth.cli import main; main()"]
-    done = subprocess.run([*command, *map(str, args)], capture_output=True, text=True)
+    # Another install runs its own package: a PYTHONPATH pointing at this one's source would
+    # make it import this one instead.
+    env = {k: v for k, v in os.environ.items() if not (exe and k == "PYTHONPATH")}
+    done = subprocess.run([*command, *map(str, args)], capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(f"{' '.join(map(str, args[:2]))} failed: {done.stderr.strip()[-800:]}")
 
@@ -128,19 +131,20 @@ def plan_paths(work: Path) -> list[Path]:
     return [work / plan_name(d.train) for d in DEMO.directions]
 
 
-def generate(workload: str, work: Path, out: Path, args: argparse.Namespace) -> Path:
-    """The workload's candidates (one manifest)."""
+def generate(workload: str, seeds: list[Path], out: Path, args: argparse.Namespace) -> Path:
+    """The workload's candidates (one manifest) from its seed tables (plans, or the many-seeds
+    table)."""
     settings = ["--backend", "demo", "--mode", "img2img", "--steps", str(args.steps),
                 "--strength", str(args.strength), "--guidance", str(args.guidance),
                 "--scheduler", args.scheduler, "--no-progress",
                 *(["--model", args.model] if args.model else [])]  # fmt: skip
     if workload == "demo":
         per_seed = str(DEMO.candidates_per_seed)
-        jobs = [(p, out / p.stem.replace("plan", "gen"), per_seed) for p in plan_paths(work)]
+        jobs = [(p, out / p.stem.replace("plan", "gen"), per_seed) for p in seeds]
     else:
-        jobs = [(work / "manyseeds.csv", out / "gen", "1")]
-    for seeds, folder, n in jobs:
-        cli("generate", "--seeds", seeds, "--n", n, "--out", folder, *settings, exe=args.dermsynth)
+        jobs = [(seeds[0], out / "gen", "1")]
+    for table, folder, n in jobs:
+        cli("generate", "--seeds", table, "--n", n, "--out", folder, *settings, exe=args.dermsynth)
     candidates = out / "candidates.csv"
     pd.concat([load_manifest(folder / "manifest.csv") for _, folder, _ in jobs]).to_csv(
         candidates, index=False
@@ -207,7 +211,7 @@ def main() -> None:
     }
     for workload in args.workload or ["demo"]:
         out = args.out / workload
-        candidates = generate(workload, args.work, out, args)
+        candidates = generate(workload, seed_tables[workload], out, args)
         runs = {"generator": candidates}
         if args.controls:
             for side in (args.resolution, None):
