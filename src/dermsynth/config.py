@@ -364,12 +364,12 @@ class DemoGenerator(_Generator):
     mode: Literal["img2img", "text2img"] = Field(
         "img2img", description="img2img variations of the seeds, or text2img samples."
     )
-    steps: int = Field(20, ge=1, description="Denoising steps.")
+    steps: int = Field(40, ge=1, description="Denoising steps.")
     guidance: float = Field(2.0, ge=0, description="Classifier-free guidance (1 turns it off).")
     strength: float | None = Field(0.5, gt=0, le=1, description="Share of the seed redrawn.")
     precision: Literal["auto", "fp32"] = Field("auto", description="The demo model runs in fp32.")
     batch_size: int = Field(32, ge=1, description="Images per call.")
-    seconds_per_image: float = Field(0.1, gt=0)
+    seconds_per_image: float = Field(0.2, gt=0)
 
 
 class OpenAIGenerator(_Generator):

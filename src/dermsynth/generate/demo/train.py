@@ -69,9 +69,9 @@ class DemoTrainConfig:
     patch_size: int = 2
     block_out_channels: tuple[int, ...] = (32, 64, 128)
     layers_per_block: int = 1
-    steps: int = 3000
+    steps: int = 10000
     batch_size: int = 16
-    learning_rate: float = 1.5e-3
+    learning_rate: float = 1e-3
     warmup_steps: int = 200
     ema_decay: float = 0.999
     ema_power: float = 0.75
