@@ -80,9 +80,12 @@ def _config(arms: list[str], augmented: list[str], repeats: int, control_doses: 
     )
 
 
-def _candidates(direction: str, condition: str, rng: np.random.Generator) -> pd.DataFrame:
+def _candidates(
+    direction: str, condition: str, rng: np.random.Generator, quality_follows: bool = False
+) -> pd.DataFrame:
     """Eight candidates per seed with independent scores (similarity 1 everywhere, as a
-    selection whose candidates all sit in the similarity band writes it)."""
+    selection whose candidates all sit in the similarity band writes it); with
+    ``quality_follows``, quality a linear function of pathology."""
     n = SEEDS * CANDIDATES
     seeds = [f"{direction}_{condition}_seed{i}" for i in range(SEEDS)]
     frame = pd.DataFrame(
@@ -100,6 +103,8 @@ def _candidates(direction: str, condition: str, rng: np.random.Generator) -> pd.
             "excluded": False,
         }
     )
+    if quality_follows:
+        frame["score_quality"] = 0.5 + 0.5 * frame["score_pathology"]
     frame["score"] = frame[["score_tone", "score_pathology", "score_quality"]].mean(axis=1)
     frame["rank"] = frame.groupby("parent_id")["score"].rank(ascending=False, method="first")
     frame["rank"] = frame["rank"].astype(int)
@@ -158,6 +163,7 @@ def write_study(
     repeats: int = 3,
     control_doses: str = "all",
     seed: int = 0,
+    quality_follows: bool = False,
 ) -> Path:
     """A finished study of the two arms (and ``real``) whose accuracies ``accuracy`` makes."""
     config = _config(["real", *arms], list(augmented), repeats, control_doses)
@@ -168,7 +174,7 @@ def write_study(
     results: list[dict[str, object]] = []
     for direction in TARGET:
         for condition in augmented:
-            candidates = _candidates(direction, condition, rng)
+            candidates = _candidates(direction, condition, rng, quality_follows)
             write_manifest(candidates, layout.selection_path(study, direction, condition))
             bases = {dose: rng.uniform(0.3, 0.7) for dose in config.doses_of(RANKED_ARM)}
             for arm in arms:
@@ -257,6 +263,23 @@ def test_accuracy_unrelated_to_the_scores_keeps_the_current_weights(tmp_path: Pa
     rows = pd.read_csv(pd.io.common.StringIO(csv.stdout))
     assert list(rows["score"]) == ["tone", "pathology", "similarity", "quality"]
     assert list(rows["weight_learned"]) == [2.0, 1.0, 0.5, 0.0]
+
+
+def test_scores_that_move_together_are_named_and_the_others_fitted(tmp_path: Path, capsys) -> None:
+    # quality = 0.5 + 0.5 x pathology in every candidate: no run can tell them apart
+    study = write_study(tmp_path, pathology_helps, quality_follows=True)
+    result = dermsynth(capsys, "study", "learn-weights", study)
+    assert result.code == 0, result.stderr
+    fit = learn_weights(study)
+    effects = fit.effects.set_index("score")
+    assert effects.loc["quality", "note"] == (
+        "moves with pathology within cells: not estimable on its own"
+    )
+    assert effects.loc["quality", "n_runs"] == 0 and np.isnan(effects.loc["quality", "p"])
+    # pathology (first in the scores' order among equally varying ones) is fitted and earns it
+    assert effects.loc["pathology", "ci_low"] > 0 and fit.qualified == ("pathology",)
+    assert effects.loc["tone", "n_runs"] == 48
+    assert "moves with pathology within cells: not estimable on its own" in result.stdout
 
 
 def test_cells_where_every_run_trained_on_the_same_images_are_left_out(tmp_path: Path) -> None:

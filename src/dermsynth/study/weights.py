@@ -15,7 +15,9 @@ and fits ``accuracy ~ score means + one fixed effect per cell`` (cell = directio
 dose) by OLS (statsmodels), cluster-robust by cell where there are more informative cells than
 scores, else HC3. Only cells whose runs trained on different images inform the score
 coefficients; the others (e.g. doses at which only the score-ranked arm ran) are left out and
-counted. A score earns a weight only when its coefficient's 95% CI lies above 0. The learned
+counted. A score whose within-cell variation is a combination of other scores' (they moved
+together in every run) is left out and named (:func:`separable_scores`): its effect cannot be
+told apart from theirs. A score earns a weight only when its coefficient's 95% CI lies above 0. The learned
 weights are those coefficients per unit of the raw score (the combined score weighs raw scores in
 [0, 1]), scaled to the current weights' sum. When no score qualifies, the current weights are
 kept and the fit says so in one line: an outcome, not a failure.
@@ -316,21 +318,36 @@ def _ols(runs: pd.DataFrame, columns: list[str]) -> tuple[Any, str]:
     )
 
 
-def _check_rank(runs: pd.DataFrame, columns: list[str]) -> None:
+def separable_scores(runs: pd.DataFrame, scores: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The scores whose within-cell variation the runs can tell apart, and for each other score
+    the ones it moves together with.
+
+    Scores are taken in turn, those varying in the most cells first (ties in ``scores``'
+    order), each kept if it is not a linear combination of the kept ones within cells.
+    """
+    columns = [f"z_{s}" for s in scores]
     within = runs[columns] - runs.groupby("cell")[columns].transform("mean")
-    rank = int(np.linalg.matrix_rank(within.to_numpy(dtype=float)))
-    if rank < len(columns):
-        raise DermsynthError(
-            f"the scores {', '.join(c.removeprefix('z_') for c in columns)} move together within "
-            f"cells (rank {rank} of {len(columns)}): their effects cannot be told apart; run the "
-            "random arm at more doses (control_doses: all) or more conditions"
-        )
+    cells = (_spread(runs, columns) > SPREAD_TOLERANCE).sum()
+    kept: list[str] = []
+    for column in sorted(columns, key=lambda c: -int(cells[c])):
+        trial = [*kept, column]
+        if np.linalg.matrix_rank(within[trial].to_numpy(dtype=float)) == len(trial):
+            kept.append(column)
+    names = [c.removeprefix("z_") for c in columns if c in kept]
+    together = {}
+    for column in (c for c in columns if c not in kept):
+        # The kept scores it is a combination of: those with a non-zero coefficient.
+        base = within[kept].to_numpy(dtype=float)
+        coefficients = np.linalg.lstsq(base, within[column].to_numpy(dtype=float), rcond=None)[0]
+        scale = np.abs(coefficients).max(initial=0.0)
+        partners = [k for k, b in zip(kept, coefficients, strict=True) if abs(b) > 1e-6 * scale]
+        together[column.removeprefix("z_")] = ", ".join(p.removeprefix("z_") for p in partners)
+    return names, together
 
 
 def score_effects(runs: pd.DataFrame, scores: list[str]) -> tuple[pd.DataFrame, str]:
     """Coefficient, 95% CI and p of each score in one fixed-effects fit, and the covariance used."""
     columns = [f"z_{s}" for s in scores]
-    _check_rank(runs, columns)
     result, covariance = _ols(runs, columns)
     interval = result.conf_int(alpha=1 - CONFIDENCE)
     effects = pd.DataFrame(
@@ -367,7 +384,9 @@ def qualifying(effects: pd.DataFrame) -> pd.DataFrame:
     return effects[(effects["coefficient"] > 0) & (effects["ci_low"] > 0)]
 
 
-def _score_notes(standard: dict[str, tuple[float, float]], fitted: pd.DataFrame) -> dict[str, str]:
+def _score_notes(
+    standard: dict[str, tuple[float, float]], fitted: pd.DataFrame, together: dict[str, str]
+) -> dict[str, str]:
     qualified = set(qualifying(fitted.reset_index())["score"])
     negative = set(fitted.index[fitted["ci_high"] < 0])
     notes = {name: "" for name in SCORES}
@@ -376,6 +395,8 @@ def _score_notes(standard: dict[str, tuple[float, float]], fitted: pd.DataFrame)
             notes[name] = "not in the selection manifests"
         elif standard[name][1] <= 0:
             notes[name] = "the same for every candidate: not estimable"
+        elif name in together:
+            notes[name] = f"moves with {together[name]} within cells: not estimable on its own"
         elif name not in fitted.index:
             notes[name] = "no spread within cells: not estimable"
         elif name in qualified:
@@ -391,10 +412,11 @@ def _effects_table(
     current: dict[str, float],
     learned: dict[str, float],
     sizes: tuple[int, int],
+    together: dict[str, str],
 ) -> pd.DataFrame:
     """One row per score of :data:`SCORES`, fitted or with the reason it was not."""
     fitted = effects.set_index("score")
-    notes = _score_notes(standard, fitted)
+    notes = _score_notes(standard, fitted, together)
     table = fitted[["coefficient", "ci_low", "ci_high", "p"]].reindex(list(SCORES))
     estimated = table.index.isin(fitted.index)
     table = table.assign(
@@ -481,7 +503,8 @@ def learn_weights(study: str | Path) -> WeightFit:
             "synthetic_per_seed)"
         )
     spread = _spread(used, candidates)
-    scores = [c.removeprefix("z_") for c in candidates if (spread[c] > SPREAD_TOLERANCE).any()]
+    varying = [c.removeprefix("z_") for c in candidates if (spread[c] > SPREAD_TOLERANCE).any()]
+    scores, together = separable_scores(used, varying)
     effects, covariance = score_effects(used, scores)
     weights: dict[str, float] = {
         str(name): float(w) for name, w in config.selection.weights.items()
@@ -489,7 +512,7 @@ def learn_weights(study: str | Path) -> WeightFit:
     current = {name: weights[name] for name in SCORES if name in weights}
     learned = learned_weights(effects, current, standard)
     sizes = (len(used), int(used["cell"].nunique()))
-    table = _effects_table(effects, standard, current, learned, sizes)
+    table = _effects_table(effects, standard, current, learned, sizes, together)
     notes = _fit_notes(len(runs), complete, used, covariance)
     return WeightFit(
         study=study,
