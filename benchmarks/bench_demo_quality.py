@@ -41,7 +41,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from dermsynth.config import load_config
+from dermsynth.config import SCHEDULERS, load_config
+from dermsynth.data.fst import group_label
 from dermsynth.data.manifest import load_manifest
 from dermsynth.data.simulate import simulate_dataset
 from dermsynth.demo import DEMO_CONFIG, DEMO_IMAGE_SIZE, DEMO_SCALE
@@ -178,7 +179,8 @@ def seed_copies(candidates: Path, seeds: list[Path], out: Path, side: int | None
 def evaluate(candidates: Path, inputs: dict[str, Path], out: Path) -> pd.DataFrame:
     """``dermsynth evaluate synthetic`` of the target groups against the held-out reference."""
     cli("evaluate", "synthetic", "--candidates", candidates, "--real", inputs["heldout"],
-        "--test", inputs["test"], "--groups", "1-2,5-6", "--format", "csv",
+        "--test", inputs["test"], "--groups", ",".join(map(group_label, TARGET_GROUPS)),
+        "--format", "csv",
         "--out", out / "eval")  # fmt: skip
     frame = pd.read_csv(out / "eval" / TABLE_FILE)
     return frame[[c for c in TABLE_COLUMNS if c in SHOWN]]
@@ -196,7 +198,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=DEMO.generator.steps)
     parser.add_argument("--strength", type=float, default=DEMO.generator.effective_strength)
     parser.add_argument("--guidance", type=float, default=DEMO.generator.guidance)
-    parser.add_argument("--scheduler", default=DEMO.generator.scheduler)
+    parser.add_argument("--scheduler", default=DEMO.generator.scheduler, choices=SCHEDULERS)
     parser.add_argument(
         "--replicate", type=int, default=0, help="k > 0: fresh many-seeds and reference draws"
     )

@@ -17,9 +17,9 @@ scores, else HC3. Only cells whose runs trained on different images inform the s
 coefficients; the others (e.g. doses at which only the score-ranked arm ran) are left out and
 counted. A score whose within-cell variation is a combination of other scores' (they moved
 together in every run) is left out and named (:func:`separable_scores`): its effect cannot be
-told apart from theirs. A score earns a weight only when its coefficient's 95% CI lies above 0. The learned
-weights are those coefficients per unit of the raw score (the combined score weighs raw scores in
-[0, 1]), scaled to the current weights' sum. When no score qualifies, the current weights are
+told apart from theirs. A score earns a weight only when its coefficient's 95% CI lies above 0.
+The learned weights are those coefficients per unit of the raw score (the combined score weighs
+raw scores in [0, 1]), scaled to the current weights' sum. When no score qualifies, the current weights are
 kept and the fit says so in one line: an outcome, not a failure.
 """
 
@@ -334,10 +334,10 @@ def separable_scores(runs: pd.DataFrame, scores: list[str]) -> tuple[list[str], 
         if np.linalg.matrix_rank(within[trial].to_numpy(dtype=float)) == len(trial):
             kept.append(column)
     names = [c.removeprefix("z_") for c in columns if c in kept]
+    base = within[kept].to_numpy(dtype=float)
     together = {}
     for column in (c for c in columns if c not in kept):
         # The kept scores it is a combination of: those with a non-zero coefficient.
-        base = within[kept].to_numpy(dtype=float)
         coefficients = np.linalg.lstsq(base, within[column].to_numpy(dtype=float), rcond=None)[0]
         scale = np.abs(coefficients).max(initial=0.0)
         partners = [k for k, b in zip(kept, coefficients, strict=True) if abs(b) > 1e-6 * scale]
