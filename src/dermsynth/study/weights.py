@@ -19,8 +19,8 @@ counted. A score whose within-cell variation is a combination of other scores' (
 together in every run) is left out and named (:func:`separable_scores`): its effect cannot be
 told apart from theirs. A score earns a weight only when its coefficient's 95% CI lies above 0.
 The learned weights are those coefficients per unit of the raw score (the combined score weighs
-raw scores in [0, 1]), scaled to the current weights' sum. When no score qualifies, the current weights are
-kept and the fit says so in one line: an outcome, not a failure.
+raw scores in [0, 1]), scaled to the current weights' sum. When no score qualifies, the current
+weights are kept and the fit says so in one line: an outcome, not a failure.
 """
 
 from __future__ import annotations
